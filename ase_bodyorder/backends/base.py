@@ -1,0 +1,124 @@
+"""What every backend shares: the batch of subclusters, chunking, the backend contract.
+
+A backend evaluates the energies (and forces) of many small isolated clusters. It knows
+nothing of body orders or coefficients (DESIGN.md section 6).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import ase
+import numpy as np
+import torch
+
+__all__ = ["Backend", "ClusterBatch", "intra_cluster_pairs"]
+
+
+@dataclass
+class ClusterBatch:
+    """Many isolated, non-periodic clusters stored one after the other.
+
+    The atoms of cluster ``m`` are ``ptr[m]:ptr[m+1]`` of ``positions`` (angstrom) and
+    ``numbers`` (atomic numbers).
+    """
+
+    positions: np.ndarray  # (P, 3) float64
+    numbers: np.ndarray  # (P,) int
+    ptr: np.ndarray  # (M + 1,) int
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.ptr) - 1
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.ptr[-1])
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.ptr)
+
+    def cluster_of_atom(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_clusters), self.sizes)
+
+    def slice(self, first: int, last: int) -> "ClusterBatch":
+        """Clusters first..last-1 as their own batch."""
+        a, b = self.ptr[first], self.ptr[last]
+        return ClusterBatch(self.positions[a:b], self.numbers[a:b], self.ptr[first : last + 1] - a)
+
+    def chunks(self, max_atoms: int):
+        """Split into consecutive batches of at most ``max_atoms`` atoms (at least one
+        cluster each), yielding ``(first_cluster, batch)``."""
+        first = 0
+        while first < self.n_clusters:
+            limit = self.ptr[first] + max(max_atoms, 1)
+            last = int(np.searchsorted(self.ptr, limit, side="right")) - 1
+            last = min(max(last, first + 1), self.n_clusters)
+            yield first, self.slice(first, last)
+            first = last
+
+
+def intra_cluster_pairs(
+    positions: torch.Tensor, ptr: np.ndarray, cutoff: float, full_list: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs (i, j) of atoms in the same cluster closer than ``cutoff``.
+
+    Built directly from the cluster layout (clusters are tiny), so that atoms of
+    different clusters never see each other whatever their positions. Clusters of equal
+    size share one index pattern, which keeps this vectorised.
+    """
+    sizes = np.diff(ptr)
+    starts = np.asarray(ptr[:-1])
+    first, second = [], []
+    for size in np.unique(sizes):
+        if size < 2:
+            continue
+        local_i, local_j = np.triu_indices(size, k=1)
+        base = starts[sizes == size][:, None]
+        first.append((base + local_i).ravel())
+        second.append((base + local_j).ravel())
+    device = positions.device
+    if not first:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, empty
+    i = torch.from_numpy(np.concatenate(first)).to(device)
+    j = torch.from_numpy(np.concatenate(second)).to(device)
+    with torch.no_grad():
+        distance = torch.linalg.norm(positions[j] - positions[i], dim=1)
+    keep = distance < cutoff
+    i, j = i[keep], j[keep]
+    if full_list:
+        i, j = torch.cat([i, j]), torch.cat([j, i])
+    return i, j
+
+
+class Backend(abc.ABC):
+    """Evaluates energies and forces of isolated clusters, and of the plain model."""
+
+    #: the locality radius the model implies (angstrom), or None if it cannot tell
+    default_cutoff: float | None = None
+    #: the floating-point type the model computes in ("float32" or "float64")
+    dtype: str = "float64"
+    #: whether the backend evaluates many clusters in one model call
+    packed: bool = False
+
+    def check_species(self, numbers: np.ndarray) -> None:
+        """Raise ValueError naming any atomic number the model cannot handle."""
+
+    @abc.abstractmethod
+    def evaluate(
+        self, batch: ClusterBatch, forces: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Energies (eV, float64, one per cluster) and, if asked, the force on every
+        atom of the batch within its own cluster (eV/A, float64, shape (P, 3))."""
+
+    @abc.abstractmethod
+    def evaluate_full(self, atoms: ase.Atoms, forces: bool, stress: bool) -> dict:
+        """The plain model on the whole system (periodic if it is): a dict with
+        ``energy`` and, if asked, ``forces`` and ``stress`` (3x3, eV/A^3)."""
+
+    def describe(self) -> dict:
+        """Metadata to record in logs: what model, which dtype."""
+        return {"backend": type(self).__name__, "dtype": self.dtype}

@@ -1,0 +1,202 @@
+"""metatomic models as a backend: many subclusters packed into one system.
+
+Packing (DESIGN.md section 5): every subcluster goes into ONE ``System``; each
+neighbour list the model requests is built within each subcluster only, so the
+subclusters cannot see each other whatever their positions; the model returns per-atom
+energies, which are summed per subcluster in float64. One backward pass of their sum
+gives every atom's force within its own subcluster, since subclusters share no pairs.
+Models without per-atom energies fall back to one ``System`` per subcluster in a list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import ase
+import numpy as np
+import torch
+from metatensor.torch import Labels, TensorBlock
+from metatomic.torch import (
+    AtomisticModel,
+    ModelEvaluationOptions,
+    ModelOutput,
+    System,
+    load_atomistic_model,
+    pick_device,
+    pick_output,
+)
+
+from .base import Backend, ClusterBatch, intra_cluster_pairs
+
+__all__ = ["MetatomicBackend", "load_model"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_XYZ = Labels("xyz", torch.tensor([[0], [1], [2]]))
+_DISTANCE = Labels("distance", torch.tensor([[0]]))
+_NL_NAMES = ["first_atom", "second_atom", "cell_shift_a", "cell_shift_b", "cell_shift_c"]
+
+
+def load_model(model: str | os.PathLike | AtomisticModel, extensions_directory=None):
+    """Load an exported metatomic model, with errors that say what went wrong."""
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise FileNotFoundError(f"model file '{path}' does not exist")
+        if path.is_dir():
+            raise IsADirectoryError(f"model path '{path}' is a directory, not a .pt file")
+        try:
+            return load_atomistic_model(str(path), extensions_directory=extensions_directory)
+        except Exception as error:  # torch raises several types for a bad archive
+            raise ValueError(
+                f"could not load a metatomic model from '{path}' (corrupt file, or not "
+                f"an exported AtomisticModel): {str(error).splitlines()[0]}"
+            ) from error
+    if isinstance(model, torch.jit.RecursiveScriptModule):
+        if model.original_name != "AtomisticModel":
+            raise TypeError(f"expected a metatomic AtomisticModel, got {model.original_name}")
+        return model
+    if isinstance(model, AtomisticModel):
+        return model
+    raise TypeError(f"cannot use {type(model).__name__} as a metatomic model")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class MetatomicBackend(Backend):
+    """Evaluate subclusters with a metatomic model.
+
+    :param model: path to an exported ``.pt`` model, or a loaded ``AtomisticModel``
+    :param device: torch device; default: the model's preferred available device
+    :param variant: energy variant to use (``energy/<variant>``), if the model has several
+    :param extensions_directory: where compiled extensions of the model live
+    """
+
+    def __init__(self, model, device: str | None = None, variant: str | None = None, extensions_directory=None):
+        self.path = Path(model) if isinstance(model, (str, os.PathLike)) else None
+        self.model = load_model(model, extensions_directory)
+        capabilities = self.model.capabilities()
+        self.device = torch.device(pick_device(capabilities.supported_devices, device))
+        self.model = self.model.to(self.device)
+        if capabilities.dtype not in _DTYPES:
+            raise ValueError(f"model has unsupported dtype {capabilities.dtype!r}")
+        self.dtype = capabilities.dtype
+        self._torch_dtype = _DTYPES[self.dtype]
+        outputs = capabilities.outputs
+        if not any(key == "energy" or key.startswith("energy/") for key in outputs.keys()):
+            raise ValueError("this metatomic model has no energy output")
+        self.energy_key = pick_output("energy", outputs, variant)
+        self.atomic_types = sorted(int(t) for t in capabilities.atomic_types)
+        self.packed = outputs[self.energy_key].sample_kind == "atom"
+        self.requests = list(self.model.requested_neighbor_lists())
+        self._cutoffs = [float(o.engine_cutoff("angstrom")) for o in self.requests]
+        self.default_cutoff = max(self._cutoffs) if self._cutoffs else 0.0
+        self.metadata = self.model.metadata()
+        self._hash = _sha256(self.path) if self.path is not None else None
+        self._full_calculator = None
+
+    # ------------------------------------------------------------------------------
+
+    def check_species(self, numbers: np.ndarray) -> None:
+        unknown = sorted(set(np.unique(numbers).tolist()) - set(self.atomic_types))
+        if unknown:
+            symbols = [ase.data.chemical_symbols[z] for z in unknown]
+            raise ValueError(
+                f"species {symbols} (atomic numbers {unknown}) are not known to the model, "
+                f"which handles atomic numbers {self.atomic_types}"
+            )
+
+    def _options(self, per_atom: bool) -> ModelEvaluationOptions:
+        output = ModelOutput(unit="eV", sample_kind="atom" if per_atom else "system")
+        return ModelEvaluationOptions(length_unit="angstrom", outputs={self.energy_key: output})
+
+    def _system(self, positions: torch.Tensor, numbers: np.ndarray, ptr: np.ndarray) -> System:
+        """One non-periodic system whose neighbour lists stay within each cluster."""
+        system = System(
+            types=torch.from_numpy(numbers.astype(np.int32)).to(self.device),
+            positions=positions,
+            cell=torch.zeros((3, 3), dtype=self._torch_dtype, device=self.device),
+            pbc=torch.zeros(3, dtype=torch.bool, device=self.device),
+        )
+        for options, cutoff in zip(self.requests, self._cutoffs):
+            i, j = intra_cluster_pairs(positions, ptr, cutoff, options.full_list)
+            zeros = torch.zeros_like(i)
+            samples = Labels(_NL_NAMES, torch.stack([i, j, zeros, zeros, zeros], dim=1).to(torch.int32))
+            vectors = (positions[j] - positions[i]).reshape(-1, 3, 1)
+            block = TensorBlock(
+                vectors, samples, [_XYZ.to(self.device)], _DISTANCE.to(self.device)
+            )
+            system.add_neighbor_list(options, block)
+        return system
+
+    def evaluate(self, batch: ClusterBatch, forces: bool):
+        positions = torch.from_numpy(batch.positions).to(self.device, self._torch_dtype)
+        positions.requires_grad_(forces)
+        if self.packed:
+            return self._evaluate_packed(batch, positions, forces)
+        return self._evaluate_list(batch, positions, forces)
+
+    def _evaluate_packed(self, batch: ClusterBatch, positions: torch.Tensor, forces: bool):
+        system = self._system(positions, batch.numbers, batch.ptr)
+        with torch.set_grad_enabled(forces):
+            outputs = self.model([system], self._options(per_atom=True), check_consistency=False)
+        block = outputs[self.energy_key].block()
+        values = block.values.reshape(-1)
+        atom = block.samples.column("atom").to(torch.int64)
+        cluster = torch.from_numpy(batch.cluster_of_atom()).to(self.device)[atom]
+        # sum in float64 whatever the model's dtype: MBE differences amplify round-off
+        energies = torch.zeros(batch.n_clusters, dtype=torch.float64, device=self.device)
+        energies.index_add_(0, cluster, values.detach().to(torch.float64))
+        f = None
+        if forces:
+            (grad,) = torch.autograd.grad(values.sum(), positions)
+            f = -grad.to(torch.float64).cpu().numpy()
+        return energies.cpu().numpy(), f
+
+    def _evaluate_list(self, batch: ClusterBatch, positions: torch.Tensor, forces: bool):
+        systems = []
+        for m in range(batch.n_clusters):
+            a, b = int(batch.ptr[m]), int(batch.ptr[m + 1])
+            systems.append(self._system(positions[a:b], batch.numbers[a:b], np.array([0, b - a])))
+        with torch.set_grad_enabled(forces):
+            outputs = self.model(systems, self._options(per_atom=False), check_consistency=False)
+        values = outputs[self.energy_key].block().values.reshape(-1)
+        f = None
+        if forces:
+            (grad,) = torch.autograd.grad(values.sum(), positions)
+            f = -grad.to(torch.float64).cpu().numpy()
+        return values.detach().to(torch.float64).cpu().numpy(), f
+
+    def evaluate_full(self, atoms: ase.Atoms, forces: bool, stress: bool) -> dict:
+        # the plain model, periodic or not: metatomic's own ASE calculator does this
+        if self._full_calculator is None:
+            from metatomic_ase import MetatomicCalculator
+
+            self._full_calculator = MetatomicCalculator(self.model, device=str(self.device))
+        result = self._full_calculator.compute_energy(
+            atoms, compute_forces_and_stresses=forces or stress
+        )
+        out = {"energy": float(result["energy"])}
+        if forces:
+            out["forces"] = np.asarray(result["forces"], dtype=np.float64)
+        if stress and "stress" in result:
+            out["stress"] = np.asarray(result["stress"], dtype=np.float64)
+        return out
+
+    def describe(self) -> dict:
+        return {
+            "backend": "MetatomicBackend",
+            "model": str(self.path) if self.path is not None else self.metadata.name,
+            "model_name": self.metadata.name,
+            "model_sha256": self._hash or "",
+            "dtype": self.dtype,
+            "device": str(self.device),
+            "packed": self.packed,
+        }

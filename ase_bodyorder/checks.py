@@ -1,0 +1,81 @@
+"""Start-up probes: is the model local within the cutoff, and can it be packed?
+
+Both compare a few tiny clusters evaluated separately and together; they cost a
+handful of model calls and catch the cases where the expansion would silently be wrong
+(DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from .backends.base import Backend, ClusterBatch
+
+__all__ = ["LocalityError", "check_locality"]
+
+
+class LocalityError(ValueError):
+    """The model interacts beyond the cutoff, or cannot be evaluated packed."""
+
+
+def _batch(clusters: list[tuple[np.ndarray, np.ndarray]]) -> ClusterBatch:
+    sizes = [len(n) for n, _ in clusters]
+    return ClusterBatch(
+        positions=np.concatenate([p for _, p in clusters]).astype(np.float64),
+        numbers=np.concatenate([n for n, _ in clusters]).astype(np.int64),
+        ptr=np.concatenate([[0], np.cumsum(sizes)]),
+    )
+
+
+def _energy(backend: Backend, numbers: np.ndarray, positions: np.ndarray) -> float:
+    return float(backend.evaluate(_batch([(numbers, positions)]), forces=False)[0][0])
+
+
+def _tolerance(backend: Backend, scale: float) -> float:
+    relative = 1e-9 if backend.dtype == "float64" else 2e-5
+    return max(1e-8, relative * max(1.0, abs(scale)) * 10)
+
+
+def check_locality(backend: Backend, numbers: np.ndarray, cutoff: float) -> None:
+    """Raise :class:`LocalityError` if fragments just beyond ``cutoff`` interact, or if
+    packing several clusters into one evaluation changes their energies."""
+    species = sorted(set(np.asarray(numbers).tolist()))[:3]
+    direction = np.array([1.0, 0.0, 0.0])
+    dimer = np.array([[0.0, 0.0, 0.0], [0.0, 0.9, 0.0]])
+    probes = []
+    for a, b in itertools.combinations_with_replacement(species, 2):
+        for distance in (1.01 * cutoff + 1e-3, 2.0 * cutoff):
+            # two atoms, and two dimers, whose closest atoms are `distance` apart
+            probes.append((np.array([a]), np.zeros((1, 3)), np.array([b]), distance * direction[None, :]))
+            probes.append((np.array([a, b]), dimer, np.array([b, a]), dimer + distance * direction))
+
+    for na, pa, nb, pb in probes:
+        combined_numbers = np.concatenate([na, nb])
+        combined = _energy(backend, combined_numbers, np.concatenate([pa, pb]))
+        separate = _energy(backend, na, pa) + _energy(backend, nb, pb)
+        gap = np.linalg.norm(pb[0] - pa[0]) if len(na) == 1 else np.min(
+            np.linalg.norm(pa[:, None] - pb[None], axis=-1)
+        )
+        if abs(combined - separate) > _tolerance(backend, combined):
+            raise LocalityError(
+                f"the model is not local within cutoff={cutoff:.4g} A: two fragments "
+                f"{gap:.3f} A apart interact, E(A+B) - E(A) - E(B) = "
+                f"{combined - separate:.3e} eV. Give the cutoff the model really "
+                "uses (for message passing, one layer's cutoff), or cutoff=None to "
+                "take every subset (exact for any model, combinatorial cost)."
+            )
+
+    if backend.packed:
+        # the same clusters, overlapping in space, evaluated in one call and one by one
+        na, pa, nb, pb = probes[1]
+        clusters = [(na, pa), (nb, pa + 0.3), (np.concatenate([na, nb]), np.concatenate([pa, pb]))]
+        together = backend.evaluate(_batch(clusters), forces=False)[0]
+        alone = np.array([_energy(backend, n, p) for n, p in clusters])
+        if np.any(np.abs(together - alone) > _tolerance(backend, np.abs(alone).max())):
+            raise LocalityError(
+                "evaluating several subclusters packed in one system changes their "
+                f"energies (by up to {np.abs(together - alone).max():.3e} eV): the model "
+                "uses more than its neighbour lists, so it cannot be packed"
+            )
