@@ -7,8 +7,6 @@ handful of model calls and catch the cases where the expansion would silently be
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 from .backends.base import Backend, ClusterBatch
@@ -41,23 +39,20 @@ def _tolerance(backend: Backend, scale: float) -> float:
 def check_locality(backend: Backend, numbers: np.ndarray, cutoff: float) -> None:
     """Raise :class:`LocalityError` if fragments just beyond ``cutoff`` interact, or if
     packing several clusters into one evaluation changes their energies."""
-    species = sorted(set(np.asarray(numbers).tolist()))[:3]
-    direction = np.array([1.0, 0.0, 0.0])
-    dimer = np.array([[0.0, 0.0, 0.0], [0.0, 0.9, 0.0]])
+    # fragment A: one atom of each species in a chain; B: the same chain reversed,
+    # placed so that the closest atoms of A and B are `distance` apart
+    species = np.array(sorted(set(np.asarray(numbers).tolist()))[:4])
+    chain = np.zeros((len(species), 3))
+    chain[:, 1] = 0.9 * np.arange(len(species))
     probes = []
-    for a, b in itertools.combinations_with_replacement(species, 2):
-        for distance in (1.01 * cutoff + 1e-3, 2.0 * cutoff):
-            # two atoms, and two dimers, whose closest atoms are `distance` apart
-            probes.append((np.array([a]), np.zeros((1, 3)), np.array([b]), distance * direction[None, :]))
-            probes.append((np.array([a, b]), dimer, np.array([b, a]), dimer + distance * direction))
+    for distance in (1.01 * cutoff + 1e-3, 2.0 * cutoff):
+        probes.append((species, chain, species[::-1], chain + [distance, 0.0, 0.0]))
 
     for na, pa, nb, pb in probes:
         combined_numbers = np.concatenate([na, nb])
         combined = _energy(backend, combined_numbers, np.concatenate([pa, pb]))
         separate = _energy(backend, na, pa) + _energy(backend, nb, pb)
-        gap = np.linalg.norm(pb[0] - pa[0]) if len(na) == 1 else np.min(
-            np.linalg.norm(pa[:, None] - pb[None], axis=-1)
-        )
+        gap = np.min(np.linalg.norm(pa[:, None] - pb[None], axis=-1))
         if abs(combined - separate) > _tolerance(backend, combined):
             raise LocalityError(
                 f"the model is not local within cutoff={cutoff:.4g} A: two fragments "
@@ -69,7 +64,7 @@ def check_locality(backend: Backend, numbers: np.ndarray, cutoff: float) -> None
 
     if backend.packed:
         # the same clusters, overlapping in space, evaluated in one call and one by one
-        na, pa, nb, pb = probes[1]
+        na, pa, nb, pb = probes[0]
         clusters = [(na, pa), (nb, pa + 0.3), (np.concatenate([na, nb]), np.concatenate([pa, pb]))]
         together = backend.evaluate(_batch(clusters), forces=False)[0]
         alone = np.array([_energy(backend, n, p) for n, p in clusters])

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import vesin
 from ase.calculators.calculator import Calculator, all_changes
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from .backends.base import Backend, ClusterBatch, intra_cluster_pairs
 
@@ -255,22 +257,18 @@ class _ReferenceMetatomicModule(torch.nn.Module):
 
     def __init__(self, potential: ReferencePotential, full_list: bool, dtype: torch.dtype):
         super().__init__()
-        from metatomic.torch import NeighborListOptions
-
         self.potential = potential.to(dtype)
         self.options = NeighborListOptions(cutoff=potential.cutoff, full_list=full_list, strict=True)
 
-    def requested_neighbor_lists(self):
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return [self.options]
 
     def forward(
         self,
-        systems: List["System"],  # noqa: F821
-        outputs: Dict[str, "ModelOutput"],  # noqa: F821
-        selected_atoms: Optional["Labels"] = None,  # noqa: F821
-    ) -> Dict[str, "TensorMap"]:  # noqa: F821
-        from metatensor.torch import Labels, TensorBlock, TensorMap
-
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
         if "energy" not in outputs:
             return {}
         per_atom: List[torch.Tensor] = []

@@ -1,0 +1,88 @@
+"""Shared fixtures: reference potentials, random clusters, brute-force expansions."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+
+import ase
+import numpy as np
+import pytest
+
+from ase_bodyorder.reference import (
+    ReferencePotential,
+    evaluate_periodic,
+    export_reference_model,
+)
+
+warnings.filterwarnings("ignore", message=".*deprecated.*")
+
+SPECIES = [1, 6, 8]
+CUTOFF = 3.0
+
+
+@pytest.fixture(scope="session")
+def many_body_potential():
+    """Every body order (EAM-like embedding) plus explicit terms, smooth cutoff."""
+    return ReferencePotential(SPECIES, ["one", "pair", "triple", "embedding"], cutoff=CUTOFF)
+
+
+@pytest.fixture(scope="session")
+def explicit_potential():
+    """Explicit 1-, 2- and 3-body terms only."""
+    return ReferencePotential(SPECIES, ["one", "pair", "triple"], cutoff=CUTOFF)
+
+
+@pytest.fixture(scope="session")
+def exported_models(tmp_path_factory, many_body_potential):
+    """The many-body reference potential as TorchScript metatomic models."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name, kwargs in {
+        "full": {},
+        "half": {"full_list": False},
+        "no_per_atom": {"per_atom": False},
+        "float32": {"dtype": "float32"},
+    }.items():
+        paths[name] = folder / f"reference-{name}.pt"
+        export_reference_model(many_body_potential, paths[name], **kwargs)
+    return paths
+
+
+def random_cluster(n: int, density: float, seed: int, species=SPECIES, min_distance=0.7) -> ase.Atoms:
+    """n atoms of mixed species uniform in a sphere of volume n/density."""
+    rng = np.random.default_rng(seed)
+    radius = (3 * n / (4 * np.pi * density)) ** (1 / 3)
+    points = []
+    while len(points) < n:
+        p = rng.uniform(-radius, radius, 3)
+        if p @ p <= radius**2 and all(np.linalg.norm(p - q) >= min_distance for q in points):
+            points.append(p)
+    return ase.Atoms(numbers=rng.choice(species, n), positions=np.array(points))
+
+
+def subset_energies(potential, atoms: ase.Atoms, bodies: list[list[int]]):
+    """Energy and forces of the isolated subcluster of every subset of bodies."""
+    table = {}
+    for k in range(1, len(bodies) + 1):
+        for subset in itertools.combinations(range(len(bodies)), k):
+            idx = [a for b in subset for a in bodies[b]]
+            r = evaluate_periodic(potential, atoms[idx], True, False)
+            table[subset] = (r["energy"], r["forces"], idx)
+    return table
+
+
+def brute_force(table, n_bodies: int, n_atoms: int, order: int):
+    """E^(K) and its forces by inclusion-exclusion over ALL subsets (closed form,
+    DESIGN.md section 1)."""
+    order = min(order, n_bodies)
+    energy, forces = 0.0, np.zeros((n_atoms, 3))
+    for subset, (e, f, idx) in table.items():
+        k = len(subset)
+        if k > order:
+            continue
+        c = 1 if k == order else (-1) ** (order - k) * math.comb(n_bodies - k - 1, order - k)
+        energy += c * e
+        forces[idx] += c * f
+    return energy, forces
