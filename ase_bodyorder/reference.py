@@ -15,6 +15,7 @@ Terms (all with a C2-smooth cutoff ``fc(r) = (1 - (r/rc)^2)^3`` for r < rc):
   ``rho_i = sum_j exp(-beta r_ij) fc(r_ij)``: every body order.
 """
 
+import copy
 from typing import Dict, List, Optional, Tuple
 
 import ase
@@ -257,7 +258,8 @@ class _ReferenceMetatomicModule(torch.nn.Module):
 
     def __init__(self, potential: ReferencePotential, full_list: bool, dtype: torch.dtype):
         super().__init__()
-        self.potential = potential.to(dtype)
+        # Module.to() converts in place: work on a copy, leave the caller's untouched
+        self.potential = copy.deepcopy(potential).to(dtype)
         self.options = NeighborListOptions(cutoff=potential.cutoff, full_list=full_list, strict=True)
 
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:

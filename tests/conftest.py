@@ -86,3 +86,27 @@ def brute_force(table, n_bodies: int, n_atoms: int, order: int):
         energy += c * e
         forces[idx] += c * f
     return energy, forces
+
+
+@pytest.fixture(scope="session")
+def pet_model(tmp_path_factory):
+    """A real PET model: the shipped default, else metatrain's test checkpoint
+    exported offline."""
+    from ase_bodyorder.models import list_models, default_model
+
+    if list_models():
+        return default_model()
+    metatrain = pytest.importorskip("metatrain")
+    import gzip
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    folder = tmp_path_factory.mktemp("pet")
+    checkpoints = sorted((Path(metatrain.__file__).parent / "pet/tests/checkpoints").glob("model-v*.ckpt.gz"))
+    source = checkpoints[-1]
+    ckpt = folder / "pet.ckpt"
+    with gzip.open(source) as f_in, open(ckpt, "wb") as f_out:
+        shutil.copyfileobj(f_in, f_out)
+    subprocess.run(["mtt", "export", str(ckpt), "-o", str(folder / "pet.pt")], check=True, cwd=folder)
+    return folder / "pet.pt"
