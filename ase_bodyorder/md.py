@@ -1,0 +1,277 @@
+"""Molecular dynamics with ASE and the per-step many-body log."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import ase
+import numpy as np
+from ase import units
+
+from .h5md import H5MDWriter
+
+__all__ = ["BodyOrderLogger", "FullModelSource", "make_dynamics", "run_md", "log_metadata"]
+
+
+def log_metadata(calculator, extra: dict | None = None) -> dict:
+    """What a log records about the run: model, its hash, K, cutoff, dtype, fragments,
+    package version and command line."""
+    from . import __version__
+
+    info = dict(calculator.describe()) if hasattr(calculator, "describe") else {}
+    info.setdefault("model", type(calculator).__name__)
+    info.setdefault("model_sha256", "")
+    info.update(
+        fragments=getattr(calculator, "fragments", None) or [],
+        package_version=__version__,
+        command_line=list(sys.argv),
+    )
+    info.update(extra or {})
+    return info
+
+
+class BodyOrderLogger:
+    """ASE dynamics observer writing the H5MD many-body log.
+
+    ``dyn.attach(logger, interval=n)`` logs every n steps: positions, velocities,
+    forces (optional), the cell of periodic systems, and the observables
+    ``potential_energy``, ``kinetic_energy``, ``total_energy``, ``temperature``,
+    ``body_order_energies`` (dE_1..dE_K), ``truncated_energies`` (E^(1)..E^(K)),
+    ``subcluster_counts`` and, with ``per_atom=True``,
+    ``per_atom_body_order_energies``. It reads the calculator's results of the current
+    step and never evaluates the model itself.
+
+    :param path: the log file
+    :param atoms: the atoms being simulated
+    :param dynamics: the ASE dynamics (for step numbers and the timestep)
+    :param mode: ``"create"`` (refuse an existing file), ``"overwrite"``, ``"append"``
+    :param step_offset: added to the dynamics' step count (continuing a log)
+    :param flush_every: logged frames between writes to disk
+    :param sources: extra observables ``{name: (function(step) -> value, unit)}``
+        written at every frame (MDAnalysis expects one value per frame; a source
+        returns NaN where it has nothing)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        atoms: ase.Atoms,
+        dynamics=None,
+        *,
+        mode: str = "create",
+        step_offset: int = 0,
+        flush_every: int = 10,
+        forces: bool = True,
+        per_atom: bool = False,
+        metadata: dict | None = None,
+        sources: dict | None = None,
+    ):
+        self.atoms = atoms
+        self.sources = dict(sources or {})
+        self.dynamics = dynamics
+        self.step_offset = int(step_offset)
+        self.forces = forces
+        self.per_atom = per_atom
+        self.skip_first = mode == "append" and step_offset > 0
+        if metadata is None:
+            metadata = log_metadata(atoms.calc)
+        if dynamics is not None:
+            metadata.setdefault("timestep_fs", dynamics.dt / units.fs)
+        self.writer = H5MDWriter(
+            path,
+            atoms.numbers,
+            atoms.get_masses(),
+            atoms.pbc,
+            metadata=metadata,
+            mode=mode,
+            flush_every=flush_every,
+        )
+        self._calls = 0
+
+    @property
+    def step(self) -> int:
+        local = self.dynamics.nsteps if self.dynamics is not None else self._calls
+        return self.step_offset + local
+
+    @property
+    def time(self) -> float:
+        dt = self.dynamics.dt / units.fs if self.dynamics is not None else 1.0
+        return self.step * dt
+
+    def __call__(self) -> None:
+        self._calls += 1
+        if self.skip_first and self.step == self.step_offset:
+            return  # the frame we continue from is already in the log
+        atoms = self.atoms
+        energy = atoms.get_potential_energy()  # cached: computed by the last MD step
+        results = atoms.calc.results
+        kinetic = atoms.get_kinetic_energy()
+        observables = {
+            "potential_energy": (energy, "eV"),
+            "kinetic_energy": (kinetic, "eV"),
+            "total_energy": (energy + kinetic, "eV"),
+            "temperature": (atoms.get_temperature(), "K"),
+        }
+        if "body_order_energies" in results:
+            observables["body_order_energies"] = (results["body_order_energies"], "eV")
+            observables["truncated_energies"] = (results["truncated_energies"], "eV")
+            observables["subcluster_counts"] = (results["subcluster_counts"], "1")
+            if self.per_atom:
+                observables["per_atom_body_order_energies"] = (results["per_atom_body_order_energies"], "eV")
+        for name, (source, unit) in self.sources.items():
+            observables[name] = (source(self.step), unit)
+        self.writer.write_frame(
+            self.step,
+            self.time,
+            atoms.positions,
+            velocities=atoms.get_velocities() * units.fs,
+            forces=atoms.get_forces() if self.forces else None,
+            cell=atoms.cell.array,
+            observables=observables,
+        )
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FullModelSource:
+    """The plain (untruncated) model's energy every m steps, NaN in between: one extra
+    evaluation on those steps, logged as ``full_model_energy`` beside E^(K)."""
+
+    def __init__(self, atoms: ase.Atoms, calculator, every: int):
+        self.atoms = atoms
+        self.calculator = calculator
+        self.every = int(every)
+
+    def __call__(self, step: int) -> float:
+        if step % self.every:
+            return float("nan")
+        return float(self.calculator.backend.evaluate_full(self.atoms, forces=False, stress=False)["energy"])
+
+
+def make_dynamics(
+    atoms: ase.Atoms,
+    ensemble: str,
+    timestep_fs: float,
+    temperature_K: float | None = None,
+    friction_per_fs: float = 0.01,
+    taut_fs: float = 100.0,
+    seed: int | None = None,
+):
+    """An ASE integrator: ``nve`` (velocity Verlet), ``langevin`` or ``bussi``."""
+    rng = np.random.default_rng(seed)
+    dt = timestep_fs * units.fs
+    if ensemble == "nve":
+        from ase.md.verlet import VelocityVerlet
+
+        return VelocityVerlet(atoms, dt)
+    if temperature_K is None:
+        raise ValueError(f"the {ensemble} ensemble needs a temperature")
+    if ensemble == "langevin":
+        from ase.md.langevin import Langevin
+
+        return Langevin(atoms, dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=rng)
+    if ensemble == "bussi":
+        from ase.md.bussi import Bussi
+
+        return Bussi(atoms, dt, temperature_K=temperature_K, taut=taut_fs * units.fs, rng=rng)
+    raise ValueError(f"unknown ensemble {ensemble!r}: choose nve, langevin or bussi")
+
+
+@dataclass
+class MDResult:
+    steps_done: int
+    last_step: int
+    log: str | None
+
+
+def run_md(
+    atoms: ase.Atoms,
+    calculator,
+    *,
+    steps: int,
+    timestep_fs: float,
+    ensemble: str = "nve",
+    temperature_K: float | None = None,
+    friction_per_fs: float = 0.01,
+    seed: int | None = None,
+    log: str | os.PathLike | None = None,
+    log_every: int = 1,
+    flush_every: int = 10,
+    log_mode: str = "create",
+    step_offset: int = 0,
+    per_atom: bool = False,
+    full_model_every: int = 0,
+    initialise_velocities: bool = True,
+    progress: bool = True,
+) -> MDResult:
+    """Run MD with ``calculator`` on ``atoms``, logging the many-body contributions.
+
+    Velocities are drawn from Maxwell-Boltzmann at ``temperature_K`` (when given and
+    ``initialise_velocities``), with no net momentum.
+    """
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from tqdm.auto import tqdm
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if timestep_fs <= 0:
+        raise ValueError(f"timestep must be > 0 fs, got {timestep_fs}")
+    if log_every < 1:
+        raise ValueError(f"log_every must be >= 1, got {log_every}")
+    atoms.calc = calculator
+    if initialise_velocities and temperature_K:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+        Stationary(atoms)
+    dyn = make_dynamics(atoms, ensemble, timestep_fs, temperature_K, friction_per_fs, seed=seed)
+    # the first evaluation before any file is touched: bad species, a non-local model or
+    # an expansion too large fail here, with no log left behind (ASE caches the result)
+    atoms.get_forces()
+    logger = None
+    if log is not None:
+        extra = {"ensemble": ensemble, "temperature_K": temperature_K or 0.0, "timestep_fs": timestep_fs}
+        sources = {}
+        if full_model_every:
+            extra["full_model_every"] = full_model_every
+            sources["full_model_energy"] = (FullModelSource(atoms, calculator, full_model_every), "eV")
+        logger = BodyOrderLogger(
+            log,
+            atoms,
+            dyn,
+            mode=log_mode,
+            step_offset=step_offset,
+            flush_every=flush_every,
+            per_atom=per_atom,
+            metadata=log_metadata(calculator, extra),
+            sources=sources,
+        )
+        dyn.attach(logger, interval=log_every)
+
+    bar = tqdm(total=steps, unit="step", disable=not progress, dynamic_ncols=True)
+
+    def update_bar():
+        if dyn.nsteps == 0:
+            return
+        results = atoms.calc.results
+        postfix = {"T": f"{atoms.get_temperature():.0f}K", "E": f"{atoms.get_total_energy():.4f}eV"}
+        if "body_order_energies" in results:
+            postfix["dE"] = " ".join(f"{e:.3f}" for e in results["body_order_energies"])
+        bar.set_postfix(postfix, refresh=False)
+        bar.update(1)
+
+    dyn.attach(update_bar, interval=1)
+    try:
+        dyn.run(steps)
+    finally:
+        bar.close()
+        if logger is not None:
+            logger.close()
+    return MDResult(steps_done=dyn.nsteps, last_step=step_offset + dyn.nsteps, log=None if log is None else str(log))

@@ -1,0 +1,212 @@
+"""The main job: MD from the command line with a per-step H5MD many-body log."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ase.io
+import h5py
+import numpy as np
+import pytest
+from conftest import random_cluster
+
+from ase_bodyorder import BodyOrderCalculator, decompose
+from ase_bodyorder.cli import main
+from ase_bodyorder.h5md import read_log
+from ase_bodyorder.report import energy_drift
+
+
+@pytest.fixture
+def structure(tmp_path):
+    path = tmp_path / "cluster.xyz"
+    ase.io.write(path, random_cluster(8, 0.05, 2, min_distance=1.0))
+    return path
+
+
+def _md(model, structure, log, *extra):
+    return main(
+        ["md", str(structure), "--model", str(model), "-K", "3", "--steps", "30", "--timestep", "0.5",
+         "--temperature", "300", "--seed", "1", "--log", str(log), "--quiet", *extra]
+    )
+
+
+def test_command_line_run_read_by_mdanalysis(exported_models, structure, tmp_path):
+    import MDAnalysis as mda
+
+    log = tmp_path / "run.h5"
+    assert _md(exported_models["full"], structure, log, "--per-atom", "--full-model-every", "10") == 0
+    with h5py.File(log, "r") as f:
+        positions = f["particles/all/position/value"][()]
+        assert tuple(f["h5md"].attrs["version"]) == (1, 1)
+        for name in ("body_order_energies", "truncated_energies", "subcluster_counts", "potential_energy"):
+            assert "unit" in f[f"observables/{name}/value"].attrs
+        assert f["observables/body_order_energies/value"].shape == (31, 3)
+        assert f["observables/per_atom_body_order_energies/value"].shape == (31, 8, 3)
+        full = f["observables/full_model_energy/value"][()]
+        assert np.flatnonzero(np.isfinite(full)).tolist() == [0, 10, 20, 30]
+        meta = f["parameters/ase_bodyorder"].attrs
+        assert meta["max_order"] == 3 and len(meta["model_sha256"]) == 64
+    universe = mda.Universe.empty(8, trajectory=True).load_new(str(log), format="H5MD")
+    assert len(universe.trajectory) == 31
+    for frame in (0, 17, 30):
+        universe.trajectory[frame]
+        assert np.allclose(universe.atoms.positions, positions[frame], atol=1e-5)
+    assert np.allclose(universe.trajectory.ts.data["body_order_energies"], read_log(log).observable("body_order_energies")[30])
+
+
+def test_logged_contributions_equal_a_fresh_decomposition(exported_models, structure, tmp_path):
+    log = tmp_path / "run.h5"
+    assert _md(exported_models["full"], structure, log, "--per-atom") == 0
+    data = read_log(log)
+    frames = data.frames()
+    for f in (0, 12, 30):
+        fresh = decompose(frames[f], exported_models["full"], 3)
+        assert np.allclose(data.observable("body_order_energies")[f], fresh.body_order_energies, atol=1e-10)
+        assert np.allclose(data.observable("per_atom_body_order_energies")[f], fresh.per_atom, atol=1e-10)
+        assert abs(data.observable("potential_energy")[f] - fresh.truncated_energies[-1]) < 1e-10
+
+
+def test_nve_conservation_read_back_from_the_log(exported_models, structure, tmp_path):
+    log = tmp_path / "nve.h5"
+    assert main(
+        ["md", str(structure), "--model", str(exported_models["full"]), "-K", "2", "--steps", "200",
+         "--timestep", "0.5", "--temperature", "300", "--seed", "3", "--log", str(log), "--quiet"]
+    ) == 0
+    data = read_log(log)
+    total = data.observable("total_energy")
+    assert len(total) == 201
+    drift = energy_drift(data)
+    print(f"NVE from the log: drift {drift:.2e} eV/atom/ps, spread {np.ptp(total) / 8:.2e} eV/atom")
+    assert abs(drift) < 1e-3
+    assert np.ptp(total) / 8 < 2e-3
+
+
+def test_append_continues_and_nothing_is_overwritten(exported_models, structure, tmp_path, capsys):
+    log = tmp_path / "run.h5"
+    assert _md(exported_models["full"], structure, log) == 0
+    digest = hashlib.sha256(log.read_bytes()).hexdigest()
+    assert _md(exported_models["full"], structure, log) == 2
+    assert "exists" in capsys.readouterr().err
+    assert hashlib.sha256(log.read_bytes()).hexdigest() == digest
+    assert _md(exported_models["full"], structure, log, "--append") == 0
+    data = read_log(log)
+    assert np.array_equal(data.step, np.arange(61))
+    # the continued run starts from the last frame: positions move smoothly across it
+    steps = np.abs(np.diff(data.positions[:31], axis=0)).max(axis=(1, 2))
+    jump = np.abs(data.positions[31] - data.positions[30]).max()
+    assert jump < 2 * steps.max()
+    # a different K cannot be appended
+    code = main(["md", str(structure), "--model", str(exported_models["full"]), "-K", "2", "--steps", "5",
+                 "--log", str(log), "--append", "--quiet"])
+    assert code != 0
+    assert "max_order" in capsys.readouterr().err
+    assert len(read_log(log).step) == 61
+
+
+def test_sigkill_leaves_every_flushed_step(exported_models, structure, tmp_path):
+    log = tmp_path / "killed.h5"
+    command = [sys.executable, "-m", "ase_bodyorder.cli", "md", str(structure), "--model",
+               str(exported_models["full"]), "-K", "2", "--steps", "100000", "--log", str(log),
+               "--flush-every", "5", "--temperature", "300", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen = 0
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and seen < 40:
+            time.sleep(0.2)
+            if log.exists():
+                try:
+                    seen = len(read_log(log).step)  # readable while being written
+                except (OSError, ValueError, KeyError):
+                    pass
+        assert seen >= 40, process.stderr.read().decode() if process.poll() is not None else "too slow"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    data = read_log(log)
+    assert len(data.step) >= seen
+    assert np.array_equal(data.step, np.arange(len(data.step)))
+    assert len(data.observable("body_order_energies")) >= seen
+    import MDAnalysis as mda
+
+    universe = mda.Universe.empty(len(data.numbers), trajectory=True).load_new(str(log), format="H5MD")
+    assert len(universe.trajectory) >= seen
+
+
+def test_decompose_command(exported_models, structure, tmp_path, capsys):
+    many = tmp_path / "many.xyz"
+    ase.io.write(many, [random_cluster(6, 0.05, s) for s in range(3)])
+    assert main(["decompose", str(structure), str(many), "--model", str(exported_models["full"]), "-K", "3",
+                 "--format", "csv", "--full-model", "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("structure,n_atoms,dE_1,dE_2,dE_3,E^(3)")
+    assert len(lines) == 5
+    assert main(["decompose", str(structure), "--model", str(exported_models["full"]), "-K", "2", "--format", "json"]) == 0
+    import json
+
+    record = json.loads(capsys.readouterr().out)[0]
+    fresh = decompose(ase.io.read(structure), exported_models["full"], 2)
+    assert np.allclose(record["body_order_energies"], fresh.body_order_energies)
+
+
+def test_info_and_report(exported_models, structure, tmp_path, capsys):
+    log = tmp_path / "run.h5"
+    assert _md(exported_models["full"], structure, log, "--full-model-every", "5") == 0
+    capsys.readouterr()
+    assert main(["info", str(log)]) == 0
+    text = capsys.readouterr().out
+    assert "31 (steps 0..30" in text and "total-energy drift" in text
+    assert main(["report", str(log), "-o", str(tmp_path / "report.png")]) == 0
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert main(["report", str(log), "-o", str(tmp_path / "report.png")]) == 2  # no silent overwrite
+    assert main(["report", str(log), "-o", str(tmp_path / "report.pdf")]) == 0
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--model", "/nowhere/model.pt"], "does not exist"),
+        (["--steps", "0"], "--steps must be a positive"),
+        (["--steps", "-5"], "--steps must be a positive"),
+        (["--log", "/nowhere/folder/run.h5"], "does not exist"),
+        (["--ensemble", "langevin"], "needs --temperature"),
+    ],
+)
+def test_md_bad_input(exported_models, structure, tmp_path, capsys, arguments, message):
+    options = {"--model": str(exported_models["full"]), "--steps": "10", "--log": str(tmp_path / "a.h5")}
+    flags = []
+    for key, value in zip(arguments[::2], arguments[1::2]):
+        options[key] = value
+    for key, value in options.items():
+        flags += [key, value]
+    code = main(["md", str(structure), "-K", "2", "--quiet", *flags])
+    assert code != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "a.h5").exists()
+
+
+def test_md_unknown_species_and_bad_structure(exported_models, tmp_path, capsys):
+    iron = tmp_path / "iron.xyz"
+    ase.io.write(iron, ase.Atoms("Fe2", positions=[[0, 0, 0], [2, 0, 0]]))
+    log = tmp_path / "a.h5"
+    assert main(["md", str(iron), "--model", str(exported_models["full"]), "-K", "2", "--steps", "5", "--log", str(log), "--quiet"]) != 0
+    assert "Fe" in capsys.readouterr().err
+    assert not log.exists()  # a run that cannot start leaves no empty log behind
+    broken = tmp_path / "broken.xyz"
+    broken.write_text("3\nnot a structure\nH 0 0\n")
+    assert main(["md", str(broken), "--model", str(exported_models["full"]), "-K", "2", "--steps", "5", "--log", str(log), "--quiet"]) == 2
+    assert "could not read a structure" in capsys.readouterr().err
+    assert main(["md", str(tmp_path / "missing.xyz"), "-K", "2", "--steps", "5", "--quiet"]) == 2
+
+
+def test_console_script_help_and_version():
+    out = subprocess.run(["ase-bodyorder", "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("ase-bodyorder ")
+    out = subprocess.run(["ase-bodyorder", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("md", "decompose", "report", "info", "models"):
+        assert command in out
