@@ -6,6 +6,7 @@ many-body logs, and the analyses of arXiv 2509.14146 and 2502.16125.
 
 from .calculator import MODEL_CUTOFF, BodyOrderCalculator
 from .decompose import Decomposition, decompose
+from .h5md import read_log
 from .models import default_model, list_models
 
 __version__ = "0.1.0"
@@ -18,4 +19,5 @@ __all__ = [
     "decompose",
     "default_model",
     "list_models",
+    "read_log",
 ]

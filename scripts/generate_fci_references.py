@@ -13,7 +13,9 @@ Writes, into --out (default data/):
   subcluster (the exact many-body expansion of the reference);
 - ``fci_settings.json``: every setting and seed used.
 
-Usage: python scripts/generate_fci_references.py [--out data] [--workers 2]
+Usage: python scripts/generate_fci_references.py [--out data] [--workers 2] [--stage labels|mbe|all]
+
+Results are cached in --out/.labels.jsonl and .mbe.jsonl: a rerun resumes.
 """
 
 from __future__ import annotations
@@ -39,25 +41,40 @@ SETTINGS = {
     "dimer_range": [0.5, 4.0],  # A
     "split_fractions": {"train": 0.8, "val": 0.1, "test": 0.1},
     "mbe_clusters": {"size": 8, "per_density": 4},
+    "casscf_max_macro": 10,
+    "fallback_roots": 3,
 }
 
 HARTREE_EV = 27.211386245988  # CODATA 2018, as in ase.units
 BOHR_A = 0.529177210903
 
 
-def fci_energy_forces(positions: np.ndarray) -> tuple[float, np.ndarray]:
-    """FCI/STO-3G energy (eV) and forces (eV/A) of a hydrogen cluster (A)."""
-    from pyscf import gto, lib, mcscf, scf
+def _molecule(positions: np.ndarray):
+    from pyscf import gto, lib
 
     lib.num_threads(1)
     n = len(positions)
-    mol = gto.M(
+    return gto.M(
         atom=[("H", tuple(p)) for p in positions],
         basis=SETTINGS["basis"],
         spin=n % 2,
         unit="Angstrom",
         verbose=0,
     )
+
+
+def fci_energy_forces(positions: np.ndarray) -> tuple[float, np.ndarray]:
+    """FCI/STO-3G energy (eV) and forces (eV/A) of a hydrogen cluster (A).
+
+    All-active CASSCF (capped macro iterations). Stretched, low-density clusters have
+    nearly degenerate states on which a one-root solver can stall or land on an excited
+    state; there (even electron counts) CASCI with several roots and the gradient of
+    the lowest is used instead.
+    """
+    from pyscf import mcscf, scf
+
+    mol = _molecule(positions)
+    n = len(positions)
     if n == 1:
         # one electron: ROHF is exact, and a lone atom feels no force
         return float(scf.ROHF(mol).kernel()) * HARTREE_EV, np.zeros((1, 3))
@@ -66,14 +83,37 @@ def fci_energy_forces(positions: np.ndarray) -> tuple[float, np.ndarray]:
     mf.kernel()
     mc = mcscf.CASSCF(mf, mol.nao, mol.nelec)
     mc.conv_tol = 1e-11
+    mc.max_cycle_macro = SETTINGS["casscf_max_macro"]
     mc.fcisolver.conv_tol = 1e-12
     energy = mc.kernel()[0]
-    gradient = mc.nuc_grad_method().kernel()
+    if mc.converged or n % 2:
+        gradient = mc.nuc_grad_method().kernel()
+    else:
+        ci = mcscf.CASCI(mf, mol.nao, mol.nelec)
+        ci.fcisolver.conv_tol = 1e-12
+        ci.fcisolver.nroots = SETTINGS["fallback_roots"]
+        energies = ci.kernel()[0]
+        state = int(np.argmin(energies))
+        energy = energies[state]
+        gradient = ci.nuc_grad_method().kernel(state=state)
     return float(energy) * HARTREE_EV, -np.asarray(gradient) * HARTREE_EV / BOHR_A
 
 
 def fci_energy(positions: np.ndarray) -> float:
-    return fci_energy_forces(positions)[0]
+    """FCI/STO-3G energy (eV), the lowest of several roots (no gradient needed)."""
+    from pyscf import fci, scf
+
+    mol = _molecule(positions)
+    if len(positions) == 1:
+        return float(scf.ROHF(mol).kernel()) * HARTREE_EV
+    mf = scf.RHF(mol) if len(positions) % 2 == 0 else scf.ROHF(mol)
+    mf.conv_tol = 1e-12
+    mf.kernel()
+    solver = fci.FCI(mol, mf.mo_coeff)
+    solver.conv_tol = 1e-12
+    solver.nroots = min(SETTINGS["fallback_roots"], 2 ** len(positions))
+    energies = np.atleast_1d(solver.kernel()[0])
+    return float(energies.min()) * HARTREE_EV
 
 
 def random_cluster(rng: np.random.Generator, n: int, density: float) -> np.ndarray:
@@ -140,6 +180,31 @@ def _subcluster_energies(positions: np.ndarray) -> dict:
     return energies
 
 
+def _cached_map(function, items: list, cache: Path, workers: int) -> list:
+    """pool.imap with every result appended to a JSON-lines cache, so a rerun resumes."""
+    done = {}
+    if cache.exists():
+        for line in cache.read_text().splitlines():
+            record = json.loads(line)
+            done[record["index"]] = record["result"]
+    todo = [i for i in range(len(items)) if i not in done]
+    with multiprocessing.Pool(workers) as pool, open(cache, "a") as out:
+        for i, result in zip(todo, pool.imap(function, [items[i] for i in todo], chunksize=4)):
+            done[i] = result
+            out.write(json.dumps({"index": i, "result": result}) + "\n")
+            out.flush()
+    return [done[i] for i in range(len(items))]
+
+
+def _label_json(positions: list) -> dict:
+    energy, forces = fci_energy_forces(np.array(positions))
+    return {"energy": energy, "forces": forces.tolist()}
+
+
+def _subsets_json(positions: list) -> dict:
+    return _subcluster_energies(np.array(positions))
+
+
 def main() -> None:
     import ase
     import ase.io
@@ -147,41 +212,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stage", choices=["labels", "mbe", "all"], default="all")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-
-    structures = build_structures()
     start = time.time()
-    with multiprocessing.Pool(args.workers) as pool:
-        labelled = pool.map(_label, structures, chunksize=8)
-    print(f"labelled {len(labelled)} structures in {time.time() - start:.0f} s", flush=True)
-
-    frames = []
-    for s in labelled:
-        atoms = ase.Atoms("H" * len(s["positions"]), positions=s["positions"])
-        atoms.info.update(
-            energy=s["energy"], set=s["set"], density=float(s["density"]), split=s["split"]
-        )
-        atoms.arrays["forces"] = s["forces"]
-        frames.append(atoms)
-    ase.io.write(args.out / "fci_h_clusters.extxyz", frames, format="extxyz")
-
-    # exact MBE of the reference for a few held-out clusters
-    rng = np.random.default_rng(SETTINGS["seed"] + 1)
-    mbe_size = SETTINGS["mbe_clusters"]["size"]
-    clusters = [
-        (name, random_cluster(rng, mbe_size, rng.uniform(*bounds)))
-        for name, bounds in SETTINGS["densities"].items()
-        for _ in range(SETTINGS["mbe_clusters"]["per_density"])
-    ]
-    with multiprocessing.Pool(args.workers) as pool:
-        subsets = pool.map(_subcluster_energies, [pos for _, pos in clusters])
-    mbe = [
-        {"density": name, "positions": pos.tolist(), "energies_eV": energies}
-        for (name, pos), energies in zip(clusters, subsets)
-    ]
-    (args.out / "fci_mbe_reference.json").write_text(json.dumps(mbe, indent=1))
     (args.out / "fci_settings.json").write_text(json.dumps(SETTINGS, indent=1))
+
+    if args.stage in ("labels", "all"):
+        structures = build_structures()
+        results = _cached_map(
+            _label_json, [s["positions"].tolist() for s in structures], args.out / ".labels.jsonl", args.workers
+        )
+        frames = []
+        for s, r in zip(structures, results):
+            atoms = ase.Atoms("H" * len(s["positions"]), positions=s["positions"])
+            atoms.info.update(energy=r["energy"], set=s["set"], density=float(s["density"]), split=s["split"])
+            atoms.arrays["forces"] = np.array(r["forces"])
+            frames.append(atoms)
+        ase.io.write(args.out / "fci_h_clusters.extxyz", frames, format="extxyz")
+        print(f"labelled {len(frames)} structures in {time.time() - start:.0f} s", flush=True)
+
+    if args.stage in ("mbe", "all"):
+        # exact MBE of the reference for a few held-out clusters
+        rng = np.random.default_rng(SETTINGS["seed"] + 1)
+        mbe_size = SETTINGS["mbe_clusters"]["size"]
+        clusters = [
+            (name, random_cluster(rng, mbe_size, rng.uniform(*bounds)))
+            for name, bounds in SETTINGS["densities"].items()
+            for _ in range(SETTINGS["mbe_clusters"]["per_density"])
+        ]
+        subsets = _cached_map(_subsets_json, [p.tolist() for _, p in clusters], args.out / ".mbe.jsonl", args.workers)
+        mbe = [
+            {"density": name, "positions": pos.tolist(), "energies_eV": energies}
+            for (name, pos), energies in zip(clusters, subsets)
+        ]
+        (args.out / "fci_mbe_reference.json").write_text(json.dumps(mbe, indent=1))
     print(f"done in {time.time() - start:.0f} s", flush=True)
 
 

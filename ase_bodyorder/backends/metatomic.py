@@ -145,6 +145,11 @@ class MetatomicBackend(Backend):
 
     def _evaluate_packed(self, batch: ClusterBatch, positions: torch.Tensor, forces: bool):
         system = self._system(positions, batch.numbers, batch.ptr)
+        return self.run_packed(system, batch, positions, forces)
+
+    def run_packed(self, system: System, batch: ClusterBatch, positions: torch.Tensor, forces: bool):
+        """The model call on a prepared packed system (separate so benchmarks can
+        time the model alone)."""
         with torch.set_grad_enabled(forces):
             outputs = self.model([system], self._options(per_atom=True), check_consistency=False)
         block = outputs[self.energy_key].block()

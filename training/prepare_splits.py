@@ -1,0 +1,27 @@
+"""Split the FCI pool (data/fci_h_clusters.extxyz) by its recorded ``split`` tag.
+
+Writes training/splits/{train,val,test}.extxyz and the committed test split used by the
+tests, tests/data/fci_test_split.extxyz.
+"""
+
+from pathlib import Path
+
+import ase.io
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    frames = ase.io.read(ROOT / "data/fci_h_clusters.extxyz", ":")
+    out = ROOT / "training/splits"
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val", "test"):
+        chosen = [a for a in frames if a.info["split"] == split]
+        ase.io.write(out / f"{split}.extxyz", chosen)
+        print(f"{split}: {len(chosen)} structures")
+    (ROOT / "tests/data").mkdir(parents=True, exist_ok=True)
+    ase.io.write(ROOT / "tests/data/fci_test_split.extxyz", [a for a in frames if a.info["split"] == "test"])
+
+
+if __name__ == "__main__":
+    main()
