@@ -178,7 +178,7 @@ class BodyOrderCalculator(Calculator):
         self.check_locality = check_locality
         self._checked_species: set[int] = set()
         self._one_body: dict[int, float] = {}
-        self._plan_cache = None
+        self._plan_cache: dict[int, tuple] = {}
         #: seconds spent in each stage of the last calculation
         self.timings: dict[str, float] = {}
 
@@ -211,8 +211,10 @@ class BodyOrderCalculator(Calculator):
             check_locality(self.backend, np.array(sorted(new | self._checked_species)), self.cutoff)
         self._checked_species |= new
 
-    def _plan(self, atoms: ase.Atoms) -> tuple[ExpansionPlan, _Layout]:
-        cache = self._plan_cache
+    def _plan(self, atoms: ase.Atoms, slot: int = 0) -> tuple[ExpansionPlan, _Layout]:
+        """The enumeration for ``atoms``; with a skin, reused while atoms move less than
+        skin/2 since the last one (one cache per slot: each bead of a batch has its own)."""
+        cache = self._plan_cache.get(slot)
         if cache is not None and self.skin > 0:
             old_atoms, plan, layout = cache
             if (
@@ -228,7 +230,7 @@ class BodyOrderCalculator(Calculator):
         graph = build_body_graph(atoms.positions, atoms.cell.array, atoms.pbc, cutoff, self.fragments)
         plan = plan_expansion(graph, self.max_order, self.max_subclusters)
         layout = _layout(plan, atoms_as_bodies=self.fragments is None)
-        self._plan_cache = (atoms.copy(), plan, layout)
+        self._plan_cache[slot] = (atoms.copy(), plan, layout)
         return plan, layout
 
     def _one_body_energies(self, numbers: np.ndarray) -> np.ndarray:
@@ -266,20 +268,46 @@ class BodyOrderCalculator(Calculator):
         self.timings = {"model": time.perf_counter() - start}
 
     def _calculate_truncated(self, atoms: ase.Atoms, forces: bool, stress: bool) -> None:
-        K = self.max_order
-        n_atoms = len(atoms)
-        timings = {}
-        t0 = time.perf_counter()
-        plan, layout = self._plan(atoms)
-        t1 = time.perf_counter()
-        timings["enumerate"] = t1 - t0
+        self.results.update(self._truncated([atoms], forces, stress)[0])
 
-        cell = atoms.cell.array
-        positions = atoms.positions[layout.parent] + layout.shift @ cell
-        batch = ClusterBatch(positions, atoms.numbers[layout.parent], layout.ptr)
+    def compute_many(
+        self, structures: list[ase.Atoms], forces: bool = True, stress: bool = False
+    ) -> list[dict]:
+        """Results for several structures (e.g. the beads of a path integral), with the
+        subclusters of all of them evaluated together in packed model calls.
+
+        Returns one ``results``-like dict per structure. Stress needs 3D-periodic cells.
+        """
+        if self.max_order is None:
+            raise ValueError("compute_many needs a truncated calculator (max_order >= 1)")
+        for atoms in structures:
+            self._validate(atoms)
+            if stress and not atoms.pbc.all():
+                raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
+        return self._truncated(structures, forces or stress, stress)
+
+    def _truncated(self, structures: list[ase.Atoms], forces: bool, stress: bool) -> list[dict]:
+        timings = {"enumerate": 0.0, "pack": 0.0, "model": 0.0, "assemble": 0.0}
+        prepared = []
+        for slot, atoms in enumerate(structures):
+            t0 = time.perf_counter()
+            plan, layout = self._plan(atoms, slot)
+            t1 = time.perf_counter()
+            positions = atoms.positions[layout.parent] + layout.shift @ atoms.cell.array
+            prepared.append((plan, layout, positions))
+            timings["enumerate"] += t1 - t0
+            timings["pack"] += time.perf_counter() - t1
+
+        # every subcluster of every structure in one batch, evaluated in chunks
         t2 = time.perf_counter()
-        timings["pack"] = t2 - t1
-
+        sizes = np.concatenate([np.diff(layout.ptr) for _, layout, _ in prepared])
+        batch = ClusterBatch(
+            np.concatenate([p for _, _, p in prepared]),
+            np.concatenate([atoms.numbers[layout.parent] for atoms, (_, layout, _) in zip(structures, prepared)]),
+            np.concatenate([[0], np.cumsum(sizes)]),
+        )
+        timings["pack"] += time.perf_counter() - t2
+        t3 = time.perf_counter()
         energies = np.empty(batch.n_clusters)
         cluster_forces = np.zeros((batch.n_atoms, 3)) if forces else None
         for first, chunk in batch.chunks(self.max_atoms_per_chunk):
@@ -287,9 +315,36 @@ class BodyOrderCalculator(Calculator):
             energies[first : first + chunk.n_clusters] = e
             if forces:
                 cluster_forces[batch.ptr[first] : batch.ptr[first + chunk.n_clusters]] = f
-        t3 = time.perf_counter()
-        timings["model"] = t3 - t2
+        timings["model"] = time.perf_counter() - t3
 
+        t4 = time.perf_counter()
+        results = []
+        cluster_offset = atom_offset = 0
+        for atoms, (plan, layout, positions) in zip(structures, prepared):
+            m, p = len(layout.ptr) - 1, int(layout.ptr[-1])
+            results.append(
+                self._assemble(
+                    atoms,
+                    plan,
+                    layout,
+                    positions,
+                    energies[cluster_offset : cluster_offset + m],
+                    None if cluster_forces is None else cluster_forces[atom_offset : atom_offset + p],
+                    stress,
+                )
+            )
+            cluster_offset += m
+            atom_offset += p
+        timings["assemble"] = time.perf_counter() - t4
+        self.timings = timings
+        return results
+
+    def _assemble(self, atoms, plan, layout, positions, energies, cluster_forces, stress) -> dict:
+        """E^(K), dE_k, per-atom shares, forces and stress of one structure from the
+        energies and forces of its subclusters."""
+        K = self.max_order
+        n_atoms = len(atoms)
+        sizes = np.diff(layout.ptr)
         # energies of the subsets of each order, in the plan's order
         per_order = []
         offset = 0
@@ -314,10 +369,10 @@ class BodyOrderCalculator(Calculator):
             [np.zeros(0)]
             + [eps[k - 1] / layout.atom_counts[k - 1] for k in range(layout.first_order, K + 1)]
         )
-        order_of_atom = np.repeat(layout.order_of_cluster, batch.sizes)
-        np.add.at(per_atom, (layout.parent, order_of_atom - 1), np.repeat(share, batch.sizes))
+        order_of_atom = np.repeat(layout.order_of_cluster, sizes)
+        np.add.at(per_atom, (layout.parent, order_of_atom - 1), np.repeat(share, sizes))
 
-        self.results.update(
+        results = dict(
             energy=energy,
             free_energy=energy,
             energies=per_atom.sum(axis=1),
@@ -326,18 +381,16 @@ class BodyOrderCalculator(Calculator):
             subcluster_counts=plan.counts.copy(),
             per_atom_body_order_energies=per_atom,
         )
-
-        if forces:
+        if cluster_forces is not None:
             weight = np.concatenate(
                 [np.zeros(0)] + [coefficients[k - 1] for k in range(layout.first_order, K + 1)]
             )
-            weighted = cluster_forces * np.repeat(weight, batch.sizes)[:, None]
+            weighted = cluster_forces * np.repeat(weight, sizes)[:, None]
             total = np.zeros((n_atoms, 3))
             np.add.at(total, layout.parent, weighted)
-            self.results["forces"] = total
+            results["forces"] = total
             if stress:
                 # virial of each subcluster in its unwrapped positions (section 3)
                 virial = -np.einsum("pa,pb->ab", weighted, positions)
-                self.results["stress"] = full_3x3_to_voigt_6_stress(virial / atoms.get_volume())
-        timings["assemble"] = time.perf_counter() - t3
-        self.timings = timings
+                results["stress"] = full_3x3_to_voigt_6_stress(virial / atoms.get_volume())
+        return results

@@ -99,3 +99,15 @@ def test_real_pet_against_one_subcluster_at_a_time(pet_model):
         atoms.calc = BodyOrderCalculator(str(pet_model), order)
         assert abs(atoms.get_potential_energy() - energy) < tolerance * max(1, n)
         assert np.abs(atoms.get_forces() - forces).max() < tolerance * 10
+
+
+def test_compute_many_equals_separate_calculations(exported_models):
+    """Several structures (beads) evaluated in one packed batch give each one's results."""
+    beads = [random_cluster(7, 0.06, 40 + b) for b in range(4)]
+    calc = BodyOrderCalculator(exported_models["full"], 3, max_atoms_per_chunk=50)
+    together = calc.compute_many(beads, forces=True)
+    for atoms, result in zip(beads, together):
+        atoms.calc = BodyOrderCalculator(exported_models["full"], 3)
+        assert abs(atoms.get_potential_energy() - result["energy"]) < 1e-10
+        assert np.abs(atoms.get_forces() - result["forces"]).max() < 1e-10
+        assert np.allclose(atoms.calc.results["body_order_energies"], result["body_order_energies"], atol=1e-10)
