@@ -264,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the shipped models")
     models.set_defaults(run=_cmd_models)
 
+    from .ipi import add_ipi_commands
+
+    add_ipi_commands(sub, CommandError)
     return parser
 
 

@@ -262,3 +262,64 @@ def _fs_in_ase() -> float:
     from ase import units
 
     return units.fs
+
+
+# ----------------------------------------------------------------------------------
+# command line: ase-bodyorder ipi driver | run
+
+
+def add_ipi_commands(subparsers, command_error) -> None:
+    """Register ``ase-bodyorder ipi driver`` and ``ase-bodyorder ipi run``."""
+    ipi = subparsers.add_parser("ipi", help="i-PI: serve the body-order driver, or run an i-PI input with the log")
+    sub = ipi.add_subparsers(dest="ipi_command", metavar="IPI_COMMAND", required=True)
+
+    driver = sub.add_parser("driver", help="connect a body-order driver to a running i-PI server")
+    driver.add_argument("--address", "-a", required=True, help="socket name (UNIX) or host (TCP)")
+    driver.add_argument("--port", "-p", type=int, default=12345)
+    driver.add_argument("--inet", action="store_true", help="TCP instead of a UNIX socket")
+    driver.add_argument("--timeout", type=float, default=600.0, help="give up after this many silent seconds")
+    driver.add_argument("--template", required=True, help="structure file giving species and order")
+    driver.add_argument("--model", default="default")
+    driver.add_argument("--max-order", "-K", type=int, required=True)
+    driver.add_argument("--cutoff", type=float, default=None)
+    driver.add_argument("--device", default=None)
+
+    def run_driver(args) -> int:
+        plugin = load_plugin()
+        try:
+            pes = plugin.BodyOrderDriver(
+                template=args.template, max_order=args.max_order, model=args.model, cutoff=args.cutoff, device=args.device
+            )
+        except ValueError as error:
+            raise command_error(str(error)) from None
+        try:
+            served = run_client(pes, args.address, unix=not args.inet, port=args.port, timeout=args.timeout)
+        except ServerGone as error:
+            print(f"ase-bodyorder ipi driver: {error}", file=sys.stderr)
+            return 3
+        print(f"i-PI said EXIT after {served} evaluations")
+        return 0
+
+    driver.set_defaults(run=run_driver)
+
+    run = sub.add_parser("run", help="run an i-PI input in this process, logging every step (H5MD)")
+    run.add_argument("input", help="i-PI XML input whose force field is <ffdirect> on plugins/ipi_bodyorder.py")
+    run.add_argument("--steps", type=int, required=True)
+    run.add_argument("--log", default="ipi_bodyorder.h5")
+    run.add_argument("--flush-every", type=int, default=10)
+    run.add_argument("--per-atom", action="store_true")
+    run.add_argument("--overwrite", action="store_true")
+
+    def run_inprocess_command(args) -> int:
+        if args.steps < 1:
+            raise command_error(f"--steps must be a positive number of steps, got {args.steps}")
+        if Path(args.log).exists() and not args.overwrite:
+            raise command_error(f"log '{args.log}' exists: pass --overwrite to replace it")
+        summary = run_inprocess(
+            args.input, args.steps, Path(args.log).resolve(),
+            mode="overwrite" if args.overwrite else "create", flush_every=args.flush_every, per_atom=args.per_atom,
+        )
+        print(f"ran {summary['steps']} i-PI steps with {summary['beads']} beads; log written to '{args.log}'")
+        return 0
+
+    run.set_defaults(run=run_inprocess_command)

@@ -1,0 +1,294 @@
+"""i-PI: a real server as a subprocess, UNIX sockets in a temporary folder, bounded waits,
+and every started process ended by its id."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from conftest import random_cluster
+
+from ase_bodyorder.h5md import read_log
+from ase_bodyorder.ipi import PLUGIN, load_plugin, run_inprocess
+
+FORCEFIELD_SOCKET = """<ffsocket name='bodyorder' mode='unix' pbc='false'>
+    <address>{address}</address>{batch}<timeout>{timeout}</timeout>
+    <exit_on_disconnect>{exit_on_disconnect}</exit_on_disconnect>
+    <consolidate_messages>{consolidate}</consolidate_messages>
+  </ffsocket>"""
+
+FORCEFIELD_DIRECT = """<ffdirect name='bodyorder'>
+    <pes>custom</pes>
+    <pes_path>{plugin}</pes_path>
+    <parameters>{{model: {model}, template: init.xyz, max_order: {order}}}</parameters>
+  </ffdirect>"""
+
+INPUT = """<simulation verbosity='low' safe_stride='100000'>
+  <output prefix='sim'>
+    <properties stride='1' filename='out'> [ step, time{{femtosecond}}, conserved{{electronvolt}}, potential{{electronvolt}} ] </properties>
+    <trajectory filename='pos' stride='1' format='xyz' cell_units='angstrom'> positions{{angstrom}} </trajectory>
+    <trajectory filename='extras' stride='1' extra_type='body_order_energies'> extras </trajectory>
+  </output>
+  <total_steps>{steps}</total_steps>
+  <prng><seed>4321</seed></prng>
+  {forcefield}
+  <system>
+    <initialize nbeads='{beads}'>
+      <file mode='ase'> init.xyz </file>
+      <velocities mode='thermal' units='kelvin'> 200 </velocities>
+    </initialize>
+    <forces><force forcefield='bodyorder'/></forces>
+    <motion mode='dynamics'>
+      <dynamics mode='{ensemble}'>
+        <timestep units='femtosecond'> 0.5 </timestep>
+        {thermostat}
+      </dynamics>
+    </motion>
+    <ensemble><temperature units='kelvin'>200</temperature></ensemble>
+  </system>
+</simulation>
+"""
+
+BOUND = 120  # seconds: no test waits longer on any process
+
+
+def _write_input(folder: Path, *, steps, beads=1, ensemble="nve", forcefield):
+    thermostat = "<thermostat mode='pile_l'><tau units='femtosecond'>50</tau></thermostat>" if ensemble == "nvt" else ""
+    (folder / "input.xml").write_text(
+        INPUT.format(steps=steps, beads=beads, ensemble=ensemble, thermostat=thermostat, forcefield=forcefield)
+    )
+    return folder / "input.xml"
+
+
+@pytest.fixture
+def ipi_folder(tmp_path, exported_models):
+    atoms = random_cluster(6, 0.05, 2, species=[1, 6], min_distance=1.0)
+    atoms.cell = [20, 20, 20]  # i-PI needs a cell; the cluster is not periodic
+    atoms.center()
+    ase.io.write(tmp_path / "init.xyz", atoms)
+    os.symlink(exported_models["full"], tmp_path / "model.pt")
+    return tmp_path
+
+
+def _socket(address, batch=1, timeout=20, exit_on_disconnect=False, consolidate=True):
+    return FORCEFIELD_SOCKET.format(
+        address=address,
+        batch=f"<batch_size>{batch}</batch_size>" if batch > 1 else "",
+        timeout=timeout,
+        exit_on_disconnect=str(exit_on_disconnect).lower(),
+        consolidate=str(consolidate).lower(),
+    )
+
+
+class Processes:
+    """Starts processes and ends every one of them by its id."""
+
+    def __init__(self):
+        self.started = []
+
+    def start(self, command, cwd, log):
+        process = subprocess.Popen(
+            command, cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.started.append(process)
+        return process
+
+    def end_all(self):
+        for process in self.started:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=BOUND)
+
+
+@pytest.fixture
+def processes():
+    p = Processes()
+    yield p
+    p.end_all()
+
+
+def _address(tmp_path) -> str:
+    # a socket path in the test's own folder (short enough for UNIX sockets)
+    return f"/tmp/ipi_bo_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**8}"
+
+
+def _wait_for_socket(path: str, process) -> None:
+    deadline = time.time() + BOUND
+    while not os.path.exists(path):
+        assert process.poll() is None, "i-PI exited before opening its socket"
+        assert time.time() < deadline, "i-PI did not open its socket"
+        time.sleep(0.1)
+
+
+def _driver(address, folder, *extra):
+    return [sys.executable, "-m", "ase_bodyorder.cli", "ipi", "driver", "-a", address, "--template",
+            str(folder / "init.xyz"), "--model", str(folder / "model.pt"), "-K", "3", *extra]
+
+
+def _run_socket(folder, processes, *, steps, beads, ensemble, batch=1, drivers=1):
+    address = _address(folder)
+    _write_input(folder, steps=steps, beads=beads, ensemble=ensemble, forcefield=_socket(address, batch=batch))
+    server = processes.start(["i-pi", "input.xml"], folder, folder / "ipi.log")
+    _wait_for_socket(address, server)
+    clients = [processes.start(_driver(address, folder), folder, folder / f"driver{d}.log") for d in range(drivers)]
+    server.wait(timeout=BOUND)
+    for client in clients:
+        client.wait(timeout=BOUND)
+    text = (folder / "ipi.log").read_text()
+    # i-PI exits 0 even when it fails: read its log
+    assert "I-PI reports success" in text, text[-2000:]
+    return np.loadtxt(folder / "sim.out"), clients
+
+
+def test_nve_conserves_energy_through_ipi(ipi_folder, processes):
+    out, clients = _run_socket(ipi_folder, processes, steps=200, beads=1, ensemble="nve")
+    assert all(c.returncode == 0 for c in clients)
+    conserved = out[:, 2]
+    drift = np.polyfit(out[:, 1] / 1000, conserved, 1)[0] / 6
+    print(f"i-PI NVE: drift {drift:.2e} eV/atom/ps, spread {np.ptp(conserved) / 6:.2e} eV/atom")
+    assert np.ptp(conserved) / 6 < 1e-3
+    assert abs(drift) < 1e-3
+
+
+def test_pimd_batched_equals_unbatched(tmp_path, exported_models, processes):
+    results = []
+    for batch in (1, 4):
+        folder = tmp_path / f"batch{batch}"
+        folder.mkdir()
+        atoms = random_cluster(6, 0.05, 2, species=[1, 6], min_distance=1.0)
+        atoms.cell = [20, 20, 20]
+        atoms.center()
+        ase.io.write(folder / "init.xyz", atoms)
+        os.symlink(exported_models["full"], folder / "model.pt")
+        out, _ = _run_socket(folder, processes, steps=10, beads=4, ensemble="nvt", batch=batch)
+        positions = [a.positions for a in ase.io.read(folder / "sim.pos_0.xyz", ":")]
+        results.append((out, np.array(positions)))
+    (out1, pos1), (out4, pos4) = results
+    assert np.allclose(out1[:, 3], out4[:, 3], atol=1e-8)  # potential
+    assert np.allclose(pos1, pos4, atol=1e-6)
+
+
+def test_inprocess_log_matches_ipi_output(ipi_folder):
+    forcefield = FORCEFIELD_DIRECT.format(plugin=PLUGIN, model="model.pt", order=3)
+    xml = _write_input(ipi_folder, steps=1000, beads=4, ensemble="nvt", forcefield=forcefield)
+    log = ipi_folder / "run.h5"
+    run_inprocess(xml, 8, log)
+    data = read_log(log)
+    out = np.loadtxt(ipi_folder / "sim.out")
+    by_step = dict(zip(out[:, 0].astype(int).tolist(), out[:, 3].tolist()))
+    assert data.step.tolist() == list(range(1, 9))
+    for step, energy in zip(data.step.tolist(), data.observable("potential_energy")):
+        assert abs(energy - by_step[step]) < 1e-6  # i-PI's own potential, bead average
+    assert data.observable("body_order_energies").shape == (8, 4, 3)
+    # extras present for every bead, and equal to the logged contributions
+    for bead in range(4):
+        text = (ipi_folder / f"sim.extras_{bead}").read_text()
+        assert text.count("#EXTRAS(body_order_energies)#") >= 9
+        last = [line for line in text.splitlines() if line and not line.startswith("#")][-1]
+        values = np.array(last.split(), dtype=float)
+        assert np.allclose(values, data.observable("body_order_energies")[-1, bead], atol=1e-6)
+
+
+def test_driver_dies_mid_run(ipi_folder, processes):
+    address = _address(ipi_folder)
+    forcefield = _socket(address, timeout=5, exit_on_disconnect=True, consolidate=False)
+    _write_input(ipi_folder, steps=100000, forcefield=forcefield)
+    server = processes.start(["i-pi", "input.xml"], ipi_folder, ipi_folder / "ipi.log")
+    _wait_for_socket(address, server)
+    client = processes.start(_driver(address, ipi_folder), ipi_folder, ipi_folder / "driver.log")
+    deadline = time.time() + BOUND
+    while not (ipi_folder / "sim.out").exists() or len((ipi_folder / "sim.out").read_text().splitlines()) < 20:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(client.pid, signal.SIGKILL)
+    start = time.time()
+    server.wait(timeout=60)  # no hang: i-PI ends within the bound
+    print(f"i-PI ended {time.time() - start:.1f} s after its driver died")
+    text = (ipi_folder / "ipi.log").read_text().lower()
+    assert "disconnect" in text or "exit" in text
+
+
+def test_driver_exits_when_the_server_dies(ipi_folder, processes):
+    address = _address(ipi_folder)
+    _write_input(ipi_folder, steps=100000, forcefield=_socket(address))
+    server = processes.start(["i-pi", "input.xml"], ipi_folder, ipi_folder / "ipi.log")
+    _wait_for_socket(address, server)
+    client = processes.start(_driver(address, ipi_folder), ipi_folder, ipi_folder / "driver.log")
+    deadline = time.time() + BOUND
+    while not (ipi_folder / "sim.out").exists() or len((ipi_folder / "sim.out").read_text().splitlines()) < 10:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(server.pid, signal.SIGKILL)
+    start = time.time()
+    code = client.wait(timeout=30)
+    elapsed = time.time() - start
+    assert code != 0
+    assert elapsed < 10
+    assert "server" in (ipi_folder / "driver.log").read_text()
+
+
+def test_several_drivers_share_the_beads(ipi_folder, processes):
+    out, clients = _run_socket(ipi_folder, processes, steps=10, beads=4, ensemble="nvt", drivers=2)
+    served = []
+    for d in range(2):
+        text = (ipi_folder / f"driver{d}.log").read_text()
+        served.append(int(text.split("EXIT after")[1].split()[0]))
+    assert all(n > 0 for n in served), served
+    assert sum(served) >= 4 * 10
+
+
+def test_ase_socket_client_with_our_calculator(ipi_folder, processes):
+    """Our calculator as ASE's SocketClient of an i-PI server."""
+    from ase.calculators.socketio import SocketClient
+
+    from ase_bodyorder import BodyOrderCalculator
+
+    address = _address(ipi_folder)
+    _write_input(ipi_folder, steps=20, forcefield=_socket(address))
+    server = processes.start(["i-pi", "input.xml"], ipi_folder, ipi_folder / "ipi.log")
+    _wait_for_socket(address, server)
+    atoms = ase.io.read(ipi_folder / "init.xyz")
+    atoms.pbc = False
+    atoms.calc = BodyOrderCalculator(ipi_folder / "model.pt", 3)
+    client = SocketClient(unixsocket=address.replace("/tmp/ipi_", ""))
+    client.run(atoms)
+    server.wait(timeout=BOUND)
+    assert "I-PI reports success" in (ipi_folder / "ipi.log").read_text()
+    assert len(np.loadtxt(ipi_folder / "sim.out")) == 21
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"template": "init.xyz", "max_order": 2, "colour": "red"}, "unknown option"),
+        ({"max_order": 2}, "'template' option"),
+        ({"template": "missing.xyz", "max_order": 2}, "does not exist"),
+        ({"template": "init.xyz", "max_order": 2, "model": "/nowhere.pt"}, "does not exist"),
+        ({"template": "iron.xyz", "max_order": 2}, "not known to the model"),
+    ],
+)
+def test_bad_driver_options(ipi_folder, options, message, monkeypatch):
+    ase.io.write(ipi_folder / "iron.xyz", ase.Atoms("Fe2", positions=[[0, 0, 0], [2, 0, 0]]))
+    monkeypatch.chdir(ipi_folder)
+    options.setdefault("model", "model.pt")
+    plugin = load_plugin()
+    with pytest.raises(ValueError, match=message):
+        plugin.BodyOrderDriver(**options)
+
+
+def test_plugin_loads_through_ipi_py_driver(ipi_folder):
+    """The real loading path: i-pi-py_driver -m custom -P plugins/ipi_bodyorder.py -o ..."""
+    result = subprocess.run(
+        ["i-pi-py_driver", "-m", "custom", "-P", str(PLUGIN), "-u", "-a", "nobody_listens",
+         "-o", "template=init.xyz,max_order=2,model=model.pt,colour=red"],
+        cwd=ipi_folder, capture_output=True, text=True, timeout=BOUND,
+    )
+    assert result.returncode != 0
+    assert "unknown option" in result.stderr
