@@ -1,0 +1,139 @@
+"""The shipped hydrogen models: load offline, finite, as accurate as their cards say,
+and the packed body-order evaluation agrees with one subcluster at a time."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+from conftest import random_cluster
+
+from ase_bodyorder import BodyOrderCalculator, default_model, list_models
+from ase_bodyorder.models import DEFAULT_MODEL, model_card, resolve_model
+
+TEST_SPLIT = Path(__file__).parent / "data" / "fci_test_split.extxyz"
+MODELS = list_models()
+
+
+def test_default_model_is_shipped():
+    assert DEFAULT_MODEL in MODELS
+    assert default_model().exists()
+    assert resolve_model("default") == default_model()
+    assert default_model().stat().st_size < 6 * 1024 * 1024
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_loads_offline_and_is_finite(name, tmp_path):
+    # a fresh interpreter whose proxies point nowhere: any download attempt would fail
+    code = (
+        "import numpy as np, ase; from ase_bodyorder import BodyOrderCalculator;"
+        f"a = ase.Atoms('H4', positions=np.random.default_rng(0).uniform(0, 2, (4, 3)));"
+        f"a.calc = BodyOrderCalculator('{name}', None);"
+        "e = a.get_potential_energy(); f = a.get_forces();"
+        "assert np.isfinite(e) and np.isfinite(f).all(); print(e)"
+    )
+    env = dict(os.environ, HOME=str(tmp_path), HF_HUB_OFFLINE="1")
+    env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_card_describes_the_file(name):
+    card = model_card(name)
+    path = resolve_model(name)
+    import hashlib
+
+    assert card["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    for key in ("data", "dtype", "cutoff_A", "errors_on_test_split"):
+        assert key in card
+    from metatomic.torch import load_atomistic_model
+
+    model = load_atomistic_model(str(path))
+    assert card["dtype"] == model.capabilities().dtype
+    assert card["cutoff_A"] == max(o.engine_cutoff("angstrom") for o in model.requested_neighbor_lists())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_errors_on_the_committed_test_split_match_the_card(name):
+    """Recomputed with metatomic's own calculator, independently of the card script."""
+    from metatomic_ase import MetatomicCalculator
+
+    frames = ase.io.read(TEST_SPLIT, ":")
+    calculator = MetatomicCalculator(str(resolve_model(name)))
+    card = model_card(name)["errors_on_test_split"]
+    for density in ("low", "high"):
+        chosen = [a for a in frames if a.info["set"] == f"cluster_{density}"]
+        results = calculator.compute_energy(chosen, compute_forces_and_stresses=True)
+        de = np.array([(e - a.get_potential_energy()) / len(a) for e, a in zip(results["energy"], chosen)])
+        df = np.concatenate([(f - a.get_forces()).ravel() for f, a in zip(results["forces"], chosen)])
+        energy_rmse = 1000 * np.sqrt(np.mean(de**2))
+        force_rmse = np.sqrt(np.mean(df**2))
+        assert len(chosen) == card[density]["n_structures"]
+        assert abs(energy_rmse - card[density]["energy_rmse_meV_per_atom"]) < 1e-6 * max(1, energy_rmse)
+        assert abs(force_rmse - card[density]["force_rmse_eV_per_A"]) < 1e-6 * max(1, force_rmse)
+        if name == DEFAULT_MODEL:  # the accuracy the default model must have
+            assert energy_rmse <= 15.0
+            assert force_rmse <= 0.3
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_packed_body_order_equals_one_subcluster_at_a_time(name):
+    from metatomic_ase import MetatomicCalculator
+
+    n = 6
+    atoms = random_cluster(n, 0.1, 3, species=[1], min_distance=0.7)
+    single = MetatomicCalculator(str(resolve_model(name)))
+    energies = {}
+    for k in range(1, n + 1):
+        for subset in itertools.combinations(range(n), k):
+            energies[subset] = float(single.compute_energy(atoms[list(subset)])["energy"])
+    for order in (2, 3):
+        expected = sum(
+            (1 if len(s) == order else (-1) ** (order - len(s)) * math.comb(n - len(s) - 1, order - len(s))) * e
+            for s, e in energies.items()
+            if len(s) <= order
+        )
+        atoms.calc = BodyOrderCalculator(name, order)
+        assert abs(atoms.get_potential_energy() - expected) < 1e-8
+
+
+def test_models_command_lists_them(capsys):
+    from ase_bodyorder.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in MODELS:
+        assert name in out
+    assert "(default)" in out
+
+
+def test_training_pipeline_smoke(tmp_path):
+    """metatrain on ~20 FCI structures for two epochs with the committed options, then
+    export: the retraining path works (skipped without the train extra)."""
+    pytest.importorskip("metatrain")
+    import yaml
+
+    root = Path(__file__).parent.parent
+    frames = ase.io.read(TEST_SPLIT, ":")[:24]
+    (tmp_path / "splits").mkdir()
+    for split, chosen in (("train", frames[:20]), ("val", frames[20:22]), ("test", frames[22:])):
+        ase.io.write(tmp_path / "splits" / f"{split}.extxyz", chosen)
+    options = yaml.safe_load((root / "training/pet/options.yaml").read_text())
+    options["architecture"]["training"].update(num_epochs=2, batch_size=8, log_interval=1)
+    (tmp_path / "options.yaml").write_text(yaml.safe_dump(options))
+    subprocess.run(["mtt", "train", "options.yaml", "-o", "model.ckpt"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=300)
+    subprocess.run(["mtt", "export", "model.ckpt", "-o", "model.pt"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=300)
+    atoms = frames[0].copy()
+    atoms.calc = BodyOrderCalculator(tmp_path / "model.pt", 2)
+    assert np.isfinite(atoms.get_potential_energy())
