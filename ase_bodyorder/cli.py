@@ -200,6 +200,29 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_curves(args) -> int:
+    import numpy as np
+
+    from .analysis import dimer_curve, plot_curves, trimer_curve
+
+    distances = np.linspace(args.min, args.max, args.points)
+    curves = []
+    if args.kind in ("dimer", "both"):
+        curves.append(dimer_curve(args.model, args.species[:2] if len(args.species) >= 2 else args.species * 2, distances, device=args.device))
+    if args.kind in ("trimer", "both"):
+        species = (args.species * 3)[:3] if len(args.species) < 3 else args.species[:3]
+        curves.append(trimer_curve(args.model, species, distances, device=args.device))
+    print("distance_A," + ",".join(f"{c.kind}_eV" for c in curves))
+    for i, d in enumerate(distances):
+        print(f"{d:.4f}," + ",".join(f"{c.energy[i]:.8f}" for c in curves))
+    if args.output:
+        if Path(args.output).exists() and not args.overwrite:
+            raise CommandError(f"'{args.output}' exists: pass --overwrite to replace it")
+        plot_curves(curves, args.output)
+        print(f"plot written to '{args.output}'", file=sys.stderr)
+    return 0
+
+
 def _cmd_models(args) -> int:
     from .models import DEFAULT_MODEL, list_models, model_card, resolve_model
 
@@ -260,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", default=None, help="FILE.png or FILE.pdf (default: next to the log)")
     report.add_argument("--overwrite", action="store_true")
     report.set_defaults(run=_cmd_report)
+
+    curves = sub.add_parser("curves", help="dimer and trimer body-order curves of a model (CSV, plot)")
+    curves.add_argument("--model", default="default")
+    curves.add_argument("--species", nargs="+", default=["H"], help="element symbols (default H)")
+    curves.add_argument("--kind", choices=["dimer", "trimer", "both"], default="both")
+    curves.add_argument("--min", type=float, default=0.5, help="shortest distance (A)")
+    curves.add_argument("--max", type=float, default=5.0, help="longest distance (A)")
+    curves.add_argument("--points", type=int, default=91)
+    curves.add_argument("--device", default=None)
+    curves.add_argument("-o", "--output", default=None, help="plot to FILE.png or FILE.pdf")
+    curves.add_argument("--overwrite", action="store_true")
+    curves.set_defaults(run=_cmd_curves)
 
     models = sub.add_parser("models", help="list the shipped models")
     models.set_defaults(run=_cmd_models)
