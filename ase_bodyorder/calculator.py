@@ -124,6 +124,8 @@ class BodyOrderCalculator(Calculator):
     :param max_atoms_per_chunk: bound on the atoms evaluated in one model call (memory)
     :param check_locality: probe at start-up that fragments just beyond ``cutoff`` do
         not interact (and that packing is valid)
+    :param forces_with_energy: compute forces whenever the energy is asked for, so that
+        ASE's later ``get_forces()`` costs nothing (as metatomic's calculator does)
 
     ``results`` holds ``energy``, ``free_energy``, ``forces``, ``energies`` (per atom:
     each eps(S) shared equally among the atoms of S), ``stress`` (periodic cells) and,
@@ -146,6 +148,7 @@ class BodyOrderCalculator(Calculator):
         max_subclusters: int | None = 5_000_000,
         max_atoms_per_chunk: int = 16384,
         check_locality: bool = True,
+        forces_with_energy: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -176,6 +179,7 @@ class BodyOrderCalculator(Calculator):
         self.max_subclusters = max_subclusters
         self.max_atoms_per_chunk = int(max_atoms_per_chunk)
         self.check_locality = check_locality
+        self.forces_with_energy = bool(forces_with_energy)
         self._checked_species: set[int] = set()
         self._one_body: dict[int, float] = {}
         self._plan_cache: dict[int, tuple] = {}
@@ -251,7 +255,7 @@ class BodyOrderCalculator(Calculator):
         want_stress = "stress" in properties
         if want_stress and not atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
-        want_forces = "forces" in properties or want_stress
+        want_forces = "forces" in properties or want_stress or self.forces_with_energy
         if self.max_order is None:
             self._calculate_plain(atoms, want_forces, want_stress)
         else:

@@ -69,8 +69,7 @@ def decompose(
             f"calculator truncates at K={calculator.max_order}, asked for K={max_order}"
         )
     atoms = atoms.copy()
-    calculator.calculate(atoms, ["energy"])
-    r = calculator.results
+    r = calculator.compute_many([atoms], forces=False)[0]  # energies only
     full = None
     if full_model:
         full = float(calculator.backend.evaluate_full(atoms, forces=False, stress=False)["energy"])

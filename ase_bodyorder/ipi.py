@@ -173,6 +173,7 @@ def run_inprocess(
     from ipi.utils.units import unit_to_user
 
     from .h5md import H5MDWriter
+    from .md import log_metadata
 
     xml = Path(xml)
     if not xml.exists():
@@ -211,17 +212,10 @@ def run_inprocess(
                 # the driver's evaluation at each bead's current positions
                 results = [driver.results_at(b) for b in beads]
                 if writer is None:
-                    metadata = dict(driver.calculator.describe())
-                    metadata.update(
-                        beads=len(beads),
-                        engine="i-PI (in-process)",
-                        ipi_input=xml.read_text(),
-                        fragments=[],
-                        command_line=list(sys.argv),
+                    metadata = log_metadata(
+                        driver.calculator,
+                        {"beads": len(beads), "engine": "i-PI (in-process)", "ipi_input": xml.read_text()},
                     )
-                    from . import __version__
-
-                    metadata["package_version"] = __version__
                     writer = H5MDWriter(
                         Path(cwd) / log if not Path(log).is_absolute() else log,
                         atoms.numbers,
