@@ -77,9 +77,22 @@ class MetatomicBackend(Backend):
     :param device: torch device; default: the model's preferred available device
     :param variant: energy variant to use (``energy/<variant>``), if the model has several
     :param extensions_directory: where compiled extensions of the model live
+    :param jit_optimize: let TorchScript specialise and fuse the model for the input
+        shapes it sees. Off by default: subcluster batches change shape at every call,
+        so the specialisation is redone again and again (measured on CPU with PET: the
+        first call 20x and later calls 2x faster without it). Only our own calls are
+        affected (a scoped setting).
     """
 
-    def __init__(self, model, device: str | None = None, variant: str | None = None, extensions_directory=None):
+    def __init__(
+        self,
+        model,
+        device: str | None = None,
+        variant: str | None = None,
+        extensions_directory=None,
+        jit_optimize: bool = False,
+    ):
+        self.jit_optimize = bool(jit_optimize)
         self.path = Path(model) if isinstance(model, (str, os.PathLike)) else None
         self.model = load_model(model, extensions_directory)
         capabilities = self.model.capabilities()
@@ -150,19 +163,19 @@ class MetatomicBackend(Backend):
     def run_packed(self, system: System, batch: ClusterBatch, positions: torch.Tensor, forces: bool):
         """The model call on a prepared packed system (separate so benchmarks can
         time the model alone)."""
-        with torch.set_grad_enabled(forces):
+        with torch.set_grad_enabled(forces), torch.jit.optimized_execution(self.jit_optimize):
             outputs = self.model([system], self._options(per_atom=True), check_consistency=False)
-        block = outputs[self.energy_key].block()
-        values = block.values.reshape(-1)
+            block = outputs[self.energy_key].block()
+            values = block.values.reshape(-1)
+            f = None
+            if forces:
+                (grad,) = torch.autograd.grad(values.sum(), positions)
+                f = -grad.to(torch.float64).cpu().numpy()
         atom = block.samples.column("atom").to(torch.int64)
         cluster = torch.from_numpy(batch.cluster_of_atom()).to(self.device)[atom]
         # sum in float64 whatever the model's dtype: MBE differences amplify round-off
         energies = torch.zeros(batch.n_clusters, dtype=torch.float64, device=self.device)
         energies.index_add_(0, cluster, values.detach().to(torch.float64))
-        f = None
-        if forces:
-            (grad,) = torch.autograd.grad(values.sum(), positions)
-            f = -grad.to(torch.float64).cpu().numpy()
         return energies.cpu().numpy(), f
 
     def _evaluate_list(self, batch: ClusterBatch, positions: torch.Tensor, forces: bool):
@@ -170,13 +183,13 @@ class MetatomicBackend(Backend):
         for m in range(batch.n_clusters):
             a, b = int(batch.ptr[m]), int(batch.ptr[m + 1])
             systems.append(self._system(positions[a:b], batch.numbers[a:b], np.array([0, b - a])))
-        with torch.set_grad_enabled(forces):
+        with torch.set_grad_enabled(forces), torch.jit.optimized_execution(self.jit_optimize):
             outputs = self.model(systems, self._options(per_atom=False), check_consistency=False)
-        values = outputs[self.energy_key].block().values.reshape(-1)
-        f = None
-        if forces:
-            (grad,) = torch.autograd.grad(values.sum(), positions)
-            f = -grad.to(torch.float64).cpu().numpy()
+            values = outputs[self.energy_key].block().values.reshape(-1)
+            f = None
+            if forces:
+                (grad,) = torch.autograd.grad(values.sum(), positions)
+                f = -grad.to(torch.float64).cpu().numpy()
         return values.detach().to(torch.float64).cpu().numpy(), f
 
     def evaluate_full(self, atoms: ase.Atoms, forces: bool, stress: bool) -> dict:
