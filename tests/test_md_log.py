@@ -210,3 +210,31 @@ def test_console_script_help_and_version():
     out = subprocess.run(["ase-bodyorder", "--help"], capture_output=True, text=True, check=True).stdout
     for command in ("md", "decompose", "report", "info", "models"):
         assert command in out
+
+
+def test_ctrl_c_closes_the_log_and_says_where(exported_models, structure, tmp_path):
+    log = tmp_path / "interrupted.h5"
+    command = [sys.executable, "-m", "ase_bodyorder.cli", "md", str(structure), "--model",
+               str(exported_models["full"]), "-K", "2", "--steps", "100000", "--log", str(log),
+               "--flush-every", "5", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            time.sleep(0.2)
+            try:
+                if len(read_log(log).step) >= 20:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert "interrupted: log" in err and "frames up to step" in err
+    data = read_log(log)
+    assert np.array_equal(data.step, np.arange(len(data.step)))
+    last = int(err.split("up to step")[1].split()[0])
+    assert last == data.step[-1]  # everything buffered was written on the way out
