@@ -265,6 +265,8 @@ class BodyOrderCalculator(Calculator):
         start = time.perf_counter()
         result = self.backend.evaluate_full(atoms, forces, stress)
         self.results["energy"] = self.results["free_energy"] = result["energy"]
+        if "energies" in result:
+            self.results["energies"] = result["energies"]
         if forces:
             self.results["forces"] = result["forces"]
         if stress:

@@ -51,6 +51,7 @@ def test_exported_model_periodic_and_plain(exported_models, many_body_potential)
     assert abs(atoms.get_potential_energy() - plain["energy"]) < 1e-10
     assert np.abs(atoms.get_forces() - plain["forces"]).max() < 1e-10
     assert np.abs(atoms.get_stress(voigt=False) - plain["stress"]).max() < 1e-10
+    assert np.abs(atoms.get_potential_energies() - plain["energies"]).max() < 1e-10
 
 
 def test_chunking_and_skin_do_not_change_results(exported_models):

@@ -43,6 +43,8 @@ class AseCalculatorBackend(Backend):
         copy = atoms.copy()
         copy.calc = self.calculator
         results = {"energy": copy.get_potential_energy()}
+        if "energies" in getattr(self.calculator, "implemented_properties", []):
+            results["energies"] = copy.get_potential_energies()
         if forces:
             results["forces"] = copy.get_forces()
         if stress:

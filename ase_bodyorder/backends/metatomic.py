@@ -199,9 +199,11 @@ class MetatomicBackend(Backend):
 
             self._full_calculator = MetatomicCalculator(self.model, device=str(self.device))
         result = self._full_calculator.compute_energy(
-            atoms, compute_forces_and_stresses=forces or stress
+            atoms, compute_forces_and_stresses=forces or stress, per_atom=self.packed
         )
         out = {"energy": float(result["energy"])}
+        if "energies" in result:
+            out["energies"] = np.asarray(result["energies"], dtype=np.float64)
         if forces:
             out["forces"] = np.asarray(result["forces"], dtype=np.float64)
         if stress and "stress" in result:
