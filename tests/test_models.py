@@ -17,6 +17,7 @@ import pytest
 from conftest import random_cluster
 
 from ase_bodyorder import BodyOrderCalculator, default_model, list_models
+from ase_bodyorder.backends.metatomic import load_model
 from ase_bodyorder.models import DEFAULT_MODEL, model_card, resolve_model
 
 TEST_SPLIT = Path(__file__).parent / "data" / "fci_test_split.extxyz"
@@ -55,9 +56,7 @@ def test_card_describes_the_file(name):
     assert card["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     for key in ("data", "dtype", "cutoff_A", "errors_on_test_split"):
         assert key in card
-    from metatomic.torch import load_atomistic_model
-
-    model = load_atomistic_model(str(path))
+    model = load_model(path)
     assert card["dtype"] == model.capabilities().dtype
     assert card["cutoff_A"] == max(o.engine_cutoff("angstrom") for o in model.requested_neighbor_lists())
 
@@ -68,7 +67,7 @@ def test_errors_on_the_committed_test_split_match_the_card(name):
     from metatomic_ase import MetatomicCalculator
 
     frames = ase.io.read(TEST_SPLIT, ":")
-    calculator = MetatomicCalculator(str(resolve_model(name)))
+    calculator = MetatomicCalculator(load_model(resolve_model(name)))
     card = model_card(name)["errors_on_test_split"]
     for density in ("low", "high"):
         chosen = [a for a in frames if a.info["set"] == f"cluster_{density}"]
@@ -91,7 +90,7 @@ def test_packed_body_order_equals_one_subcluster_at_a_time(name):
 
     n = 6
     atoms = random_cluster(n, 0.1, 3, species=[1], min_distance=0.7)
-    single = MetatomicCalculator(str(resolve_model(name)))
+    single = MetatomicCalculator(load_model(resolve_model(name)))
     energies = {}
     for k in range(1, n + 1):
         for subset in itertools.combinations(range(n), k):

@@ -18,6 +18,8 @@ import ase
 import ase.io
 import numpy as np
 
+from ase_bodyorder.backends.metatomic import load_model
+
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parent.parent
 FCI_H_ATOM_EV = -0.46658184955727533 * 27.211386245988  # ROHF = FCI for one electron
@@ -26,13 +28,13 @@ FCI_H_ATOM_EV = -0.46658184955727533 * 27.211386245988  # ROHF = FCI for one ele
 def errors(model_path: Path, frames: list[ase.Atoms]) -> dict:
     from metatomic_ase import MetatomicCalculator
 
-    calculator = MetatomicCalculator(str(model_path))
+    calculator = MetatomicCalculator(load_model(model_path))
     results = calculator.compute_energy(frames, compute_forces_and_stresses=True)
     out = {}
     for density in ("low", "high"):
         chosen = [i for i, a in enumerate(frames) if a.info["set"] == f"cluster_{density}"]
-        de = np.array([(results["energy"][i] - frames[i].info["energy"]) / len(frames[i]) for i in chosen])
-        df = np.concatenate([(results["forces"][i] - frames[i].arrays["forces"]).ravel() for i in chosen])
+        de = np.array([(results["energy"][i] - frames[i].get_potential_energy()) / len(frames[i]) for i in chosen])
+        df = np.concatenate([(results["forces"][i] - frames[i].get_forces()).ravel() for i in chosen])
         out[density] = {
             "n_structures": len(chosen),
             "energy_rmse_meV_per_atom": float(1000 * np.sqrt(np.mean(de**2))),
@@ -46,8 +48,6 @@ def errors(model_path: Path, frames: list[ase.Atoms]) -> dict:
 
 
 def main() -> None:
-    from metatomic.torch import load_atomistic_model
-
     parser = argparse.ArgumentParser()
     parser.add_argument("name")
     parser.add_argument("model", type=Path)
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--training-notes", default="")
     args = parser.parse_args()
 
-    model = load_atomistic_model(str(args.model))
+    model = load_model(args.model)
     capabilities = model.capabilities()
     cutoffs = [o.engine_cutoff("angstrom") for o in model.requested_neighbor_lists()]
     test = ase.io.read(ROOT / "tests/data/fci_test_split.extxyz", ":")

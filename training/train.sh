@@ -12,8 +12,9 @@ mkdir -p "$run"
 cp splits -r "$run/" 2>/dev/null || true
 cd "$run"
 export OMP_NUM_THREADS=$threads
-mtt train "$root/training/$arch/options.yaml" -o model.ckpt > train.log 2>&1
+# writes model.pt (the exported best model) and model.ckpt
+mtt train "$root/training/$arch/options.yaml" -o model.pt > train.log 2>&1
 name=$( [ "$arch" = pet ] && echo pet-h-fci || echo soap-bpnn-h-fci )
-mtt export model.ckpt -o "$root/ase_bodyorder/models/$name.pt"
+cp model.pt "$root/ase_bodyorder/models/$name.pt"
 python "$root/training/model_card.py" "$name" "$root/ase_bodyorder/models/$name.pt" "$root/training/$arch/options.yaml" \
     --architecture "$(head -1 "$root/training/$arch/README" 2>/dev/null || echo "$arch")"

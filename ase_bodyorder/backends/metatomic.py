@@ -38,8 +38,30 @@ _DISTANCE = Labels("distance", torch.tensor([[0]]))
 _NL_NAMES = ["first_atom", "second_atom", "cell_shift_a", "cell_shift_b", "cell_shift_c"]
 
 
+#: Python packages that register TorchScript extensions exported models may use
+#: (SOAP-BPNN needs sphericart's); importing one makes its operations available
+_EXTENSION_PACKAGES = ("sphericart.torch", "featomic.torch")
+
+
+def _import_extension_packages() -> list[str]:
+    import importlib
+
+    found = []
+    for name in _EXTENSION_PACKAGES:
+        try:
+            importlib.import_module(name)
+            found.append(name)
+        except ImportError:
+            pass
+    return found
+
+
 def load_model(model: str | os.PathLike | AtomisticModel, extensions_directory=None):
-    """Load an exported metatomic model, with errors that say what went wrong."""
+    """Load an exported metatomic model, with errors that say what went wrong.
+
+    A model needing TorchScript extensions loads when their Python package is
+    installed (e.g. ``sphericart-torch``), or from ``extensions_directory``.
+    """
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if not path.exists():
@@ -47,7 +69,12 @@ def load_model(model: str | os.PathLike | AtomisticModel, extensions_directory=N
         if path.is_dir():
             raise IsADirectoryError(f"model path '{path}' is a directory, not a .pt file")
         try:
-            return load_atomistic_model(str(path), extensions_directory=extensions_directory)
+            try:
+                return load_atomistic_model(str(path), extensions_directory=extensions_directory)
+            except RuntimeError as error:
+                if "extensions" not in str(error) or not _import_extension_packages():
+                    raise
+                return load_atomistic_model(str(path), extensions_directory=extensions_directory)
         except Exception as error:  # torch raises several types for a bad archive
             raise ValueError(
                 f"could not load a metatomic model from '{path}' (corrupt file, or not "
