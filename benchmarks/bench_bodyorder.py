@@ -54,6 +54,7 @@ def main() -> None:
     from ase_bodyorder import BodyOrderCalculator
     from ase_bodyorder.backends.base import ClusterBatch
     from ase_bodyorder.expansion import build_body_graph, plan_expansion
+    from ase_bodyorder.backends.metatomic import load_model
     from ase_bodyorder.models import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,7 +69,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = resolve_model(args.model)
-    reference = MetatomicCalculator(str(model))
+    reference = MetatomicCalculator(load_model(model))
     print(f"model {model}, torch threads {torch.get_num_threads()}")
     header = (
         f"{'N':>4} {'rho':>5} {'K':>2} {'subclusters':>11} {'ours ms':>9} {'enum':>6} {'pack':>6} {'model':>7} "
