@@ -22,15 +22,24 @@ def _add_model_options(parser: argparse.ArgumentParser, order_required: bool = T
     )
     parser.add_argument("--max-order", "-K", type=int, required=order_required, help="body order K >= 1")
     parser.add_argument("--cutoff", type=float, default=None, help="locality radius in A (default: the model's)")
-    parser.add_argument("--fragments", default=None, help="JSON list of atom-index lists to use as bodies")
+    parser.add_argument(
+        "--fragments",
+        default=None,
+        help="bodies: 'molecules' (covalently bonded groups of the structure) or a JSON list of atom-index lists",
+    )
     parser.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
 
 
-def _calculator(args):
+def _calculator(args, atoms=None):
     from .calculator import MODEL_CUTOFF, BodyOrderCalculator
+    from .expansion import molecules
 
     fragments = None
-    if args.fragments:
+    if args.fragments == "molecules":
+        if atoms is None:
+            raise CommandError("--fragments molecules needs one structure to find the molecules in")
+        fragments = molecules(atoms)
+    elif args.fragments:
         try:
             fragments = json.loads(args.fragments)
         except ValueError as error:
@@ -99,7 +108,7 @@ def _cmd_md(args) -> int:
             atoms.cell = previous.cells[-1]
         step_offset, initialise = int(previous.step[-1]), False
 
-    calculator = _calculator(args)
+    calculator = _calculator(args, atoms)
     mode = "append" if args.append else ("overwrite" if args.overwrite else "create")
     try:
         result = run_md(
@@ -146,7 +155,7 @@ def _cmd_decompose(args) -> int:
         frames = _read_structure(path, index=":")
         for f, atoms in enumerate(frames):
             structures.append((f"{path}" if len(frames) == 1 else f"{path}@{f}", atoms))
-    calculator = _calculator(args)
+    calculator = _calculator(args, structures[0][1] if len(structures) == 1 else None)
     rows = []
     for name, atoms in tqdm(structures, unit="structure", disable=args.quiet or len(structures) < 2, file=sys.stderr):
         result = decompose(atoms, None, args.max_order, full_model=args.full_model, calculator=calculator)

@@ -29,6 +29,7 @@ __all__ = [
     "ExpansionPlan",
     "build_body_graph",
     "check_fragments",
+    "molecules",
     "plan_expansion",
 ]
 
@@ -92,6 +93,18 @@ def check_fragments(fragments: list[list[int]] | None, n_atoms: int) -> list[np.
             f"fragments leave out atoms {missing.tolist()}: every atom must be in one"
         )
     return groups
+
+
+def molecules(atoms, scale: float = 1.2) -> list[list[int]]:
+    """Covalently bonded groups of atoms (ASE's natural cutoffs times ``scale``), to
+    use as fragments: atom indices of each connected component."""
+    from ase.neighborlist import NeighborList, natural_cutoffs
+    from scipy.sparse.csgraph import connected_components
+
+    neighbours = NeighborList(natural_cutoffs(atoms, mult=scale), self_interaction=False, bothways=True)
+    neighbours.update(atoms)
+    count, labels = connected_components(neighbours.get_connectivity_matrix(sparse=True))
+    return [np.flatnonzero(labels == c).tolist() for c in range(count)]
 
 
 def build_body_graph(

@@ -71,3 +71,18 @@ def test_periodic_counts_scale_with_the_supercell():
     assert np.array_equal(supercell.counts, 8 * primitive.counts)
     # with images of one atom meeting each other, pairs include (i, i + shift)
     assert primitive.counts[1] > 0
+
+
+def test_molecules_are_found_by_covalent_connectivity():
+    from ase.build import molecule
+
+    from ase_bodyorder.expansion import molecules
+
+    water = molecule("H2O")
+    methane = molecule("CH4")
+    methane.positions += [4.0, 0.0, 0.0]
+    second_water = molecule("H2O")
+    second_water.positions += [0.0, 4.5, 0.0]
+    atoms = water + methane + second_water
+    groups = molecules(atoms)
+    assert sorted(map(sorted, groups)) == [[0, 1, 2], [3, 4, 5, 6, 7], [8, 9, 10]]

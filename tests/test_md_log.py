@@ -238,3 +238,17 @@ def test_ctrl_c_closes_the_log_and_says_where(exported_models, structure, tmp_pa
     assert np.array_equal(data.step, np.arange(len(data.step)))
     last = int(err.split("up to step")[1].split()[0])
     assert last == data.step[-1]  # everything buffered was written on the way out
+
+
+def test_md_with_molecules_as_bodies(exported_models, tmp_path):
+    from ase.build import molecule
+
+    atoms = molecule("H2O") + molecule("CH4")
+    atoms.positions[3:] += [3.2, 0.0, 0.0]
+    ase.io.write(tmp_path / "pair.xyz", atoms)
+    log = tmp_path / "fragments.h5"
+    assert main(["md", str(tmp_path / "pair.xyz"), "--model", str(exported_models["full"]), "-K", "2",
+                 "--fragments", "molecules", "--steps", "5", "--log", str(log), "--quiet"]) == 0
+    data = read_log(log)
+    assert data.metadata["fragments"] == [[0, 1, 2], [3, 4, 5, 6, 7]]
+    assert data.observable("subcluster_counts")[0].tolist() == [2, 1]
