@@ -150,6 +150,11 @@ class H5MDWriter:
         self.series: dict[str, _Series] = {}
         self._pending = 0
 
+    @classmethod
+    def for_atoms(cls, path, atoms: ase.Atoms, **kwargs) -> "H5MDWriter":
+        """A writer for the species, masses and periodicity of ``atoms``."""
+        return cls(path, atoms.numbers, atoms.get_masses(), atoms.pbc, **kwargs)
+
     # ------------------------------------------------------------------------------
 
     def _create(self, masses, author: str) -> None:

@@ -216,11 +216,9 @@ def run_inprocess(
                         driver.calculator,
                         {"beads": len(beads), "engine": "i-PI (in-process)", "ipi_input": xml.read_text()},
                     )
-                    writer = H5MDWriter(
+                    writer = H5MDWriter.for_atoms(
                         Path(cwd) / log if not Path(log).is_absolute() else log,
-                        atoms.numbers,
-                        atoms.get_masses(),
-                        atoms.pbc,
+                        atoms,
                         metadata=metadata,
                         mode=mode,
                         flush_every=flush_every,

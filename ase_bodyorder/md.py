@@ -79,15 +79,7 @@ class BodyOrderLogger:
             metadata = log_metadata(atoms.calc)
         if dynamics is not None:
             metadata.setdefault("timestep_fs", dynamics.dt / units.fs)
-        self.writer = H5MDWriter(
-            path,
-            atoms.numbers,
-            atoms.get_masses(),
-            atoms.pbc,
-            metadata=metadata,
-            mode=mode,
-            flush_every=flush_every,
-        )
+        self.writer = H5MDWriter.for_atoms(path, atoms, metadata=metadata, mode=mode, flush_every=flush_every)
         self._calls = 0
 
     @property

@@ -131,6 +131,14 @@ def _wait_for_socket(name: str, process) -> None:
         time.sleep(0.1)
 
 
+def _wait_for_lines(path: Path, count: int) -> None:
+    """Wait (bounded) until i-PI's output file has ``count`` lines."""
+    deadline = time.time() + BOUND
+    while not path.exists() or len(path.read_text().splitlines()) < count:
+        assert time.time() < deadline, f"{path} did not reach {count} lines"
+        time.sleep(0.2)
+
+
 def _driver(address, folder, *extra):
     return [sys.executable, "-m", "ase_bodyorder.cli", "ipi", "driver", "-a", address, "--template",
             str(folder / "init.xyz"), "--model", str(folder / "model.pt"), "-K", "3", *extra]
@@ -200,17 +208,20 @@ def test_inprocess_log_matches_ipi_output(ipi_folder):
         assert np.allclose(values, data.observable("body_order_energies")[-1, bead], atol=1e-6)
 
 
+def _start_running(folder, processes, address, forcefield, lines):
+    """A long i-PI run and one driver, once i-PI has written ``lines`` lines of output."""
+    _write_input(folder, steps=100000, forcefield=forcefield)
+    server = processes.start(["i-pi", "input.xml"], folder, folder / "ipi.log")
+    _wait_for_socket(address, server)
+    client = processes.start(_driver(address, folder), folder, folder / "driver.log")
+    _wait_for_lines(folder / "sim.out", lines)
+    return server, client
+
+
 def test_driver_dies_mid_run(ipi_folder, processes):
     address = _address(ipi_folder)
     forcefield = _socket(address, timeout=5, exit_on_disconnect=True, consolidate=False)
-    _write_input(ipi_folder, steps=100000, forcefield=forcefield)
-    server = processes.start(["i-pi", "input.xml"], ipi_folder, ipi_folder / "ipi.log")
-    _wait_for_socket(address, server)
-    client = processes.start(_driver(address, ipi_folder), ipi_folder, ipi_folder / "driver.log")
-    deadline = time.time() + BOUND
-    while not (ipi_folder / "sim.out").exists() or len((ipi_folder / "sim.out").read_text().splitlines()) < 20:
-        assert time.time() < deadline
-        time.sleep(0.2)
+    server, client = _start_running(ipi_folder, processes, address, forcefield, lines=20)
     os.killpg(client.pid, signal.SIGKILL)
     start = time.time()
     server.wait(timeout=60)  # no hang: i-PI ends within the bound
@@ -221,14 +232,7 @@ def test_driver_dies_mid_run(ipi_folder, processes):
 
 def test_driver_exits_when_the_server_dies(ipi_folder, processes):
     address = _address(ipi_folder)
-    _write_input(ipi_folder, steps=100000, forcefield=_socket(address))
-    server = processes.start(["i-pi", "input.xml"], ipi_folder, ipi_folder / "ipi.log")
-    _wait_for_socket(address, server)
-    client = processes.start(_driver(address, ipi_folder), ipi_folder, ipi_folder / "driver.log")
-    deadline = time.time() + BOUND
-    while not (ipi_folder / "sim.out").exists() or len((ipi_folder / "sim.out").read_text().splitlines()) < 10:
-        assert time.time() < deadline
-        time.sleep(0.2)
+    server, client = _start_running(ipi_folder, processes, address, _socket(address), lines=10)
     os.killpg(server.pid, signal.SIGKILL)
     start = time.time()
     code = client.wait(timeout=30)
