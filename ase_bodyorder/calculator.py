@@ -183,6 +183,7 @@ class BodyOrderCalculator(Calculator):
         self._checked_species: set[int] = set()
         self._one_body: dict[int, float] = {}
         self._plan_cache: dict[int, tuple] = {}
+        self._fragments_checked_for: int | None = None
         #: seconds spent in each stage of the last calculation
         self.timings: dict[str, float] = {}
 
@@ -207,8 +208,9 @@ class BodyOrderCalculator(Calculator):
             raise ValueError("the cell holds non-finite values")
         if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-12 and atoms.pbc.all():
             raise ValueError("periodic cell has zero volume")
-        if self.fragments is not None:
-            check_fragments(self.fragments, len(atoms))
+        if self.fragments is not None and self._fragments_checked_for != len(atoms):
+            check_fragments(self.fragments, len(atoms))  # once, not at every MD step
+            self._fragments_checked_for = len(atoms)
         self.backend.check_species(atoms.numbers)
         new = set(atoms.numbers.tolist()) - self._checked_species
         if new and self.check_locality and self.cutoff is not None:

@@ -293,6 +293,7 @@ class ExpansionPlan:
     codec: _Codec
     subsets: list[np.ndarray]
     children: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    _coefficients: dict[int, list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
     def counts(self) -> np.ndarray:
@@ -306,6 +307,8 @@ class ExpansionPlan:
         connected S, from the largest subsets down (DESIGN.md section 2).
         """
         order = self.max_order if order is None else order
+        if order in self._coefficients:  # a plan reused across MD steps (skin)
+            return self._coefficients[order]
         coefficients = [np.ones(len(s)) for s in self.subsets[:order]]
         for m in range(order, 1, -1):
             for k in range(1, m):
@@ -314,6 +317,7 @@ class ExpansionPlan:
                 weights = np.broadcast_to(coefficients[m - 1][:, None], index.shape)
                 # subtract, for every k-subset, the weights of its connected supersets
                 np.subtract.at(coefficients[k - 1], index[valid], weights[valid])
+        self._coefficients[order] = coefficients
         return coefficients
 
     def eps(self, energies: list[np.ndarray]) -> list[np.ndarray]:
