@@ -17,7 +17,6 @@ local model every other subset has eps(S) = 0 (section 2), so leaving them out i
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

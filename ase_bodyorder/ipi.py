@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import socket
 import sys
@@ -162,11 +161,11 @@ def run_inprocess(
     The input's force field must be ``<ffdirect>`` with ``<pes>custom</pes>`` and
     ``<pes_path>`` pointing at ``plugins/ipi_bodyorder.py``. After each i-PI step the
     driver's results for every bead (computed at the positions i-PI now holds) are
-    written: positions ``(frames, beads * atoms, 3)``... stored per bead as observables
-    ``bead_potential_energy`` (frames, beads), ``body_order_energies`` (frames, beads,
-    K), ``truncated_energies``, ``subcluster_counts``, plus ``potential_energy`` (the
-    bead average, as i-PI's ``potential``) and the centroid positions in
-    ``particles/all``.
+    written: the bead centroid in ``particles/all/position``; observables
+    ``potential_energy`` (bead average, equal to i-PI's ``potential``, also logged as
+    ``ipi_potential``), ``bead_potential_energy`` (frames, beads),
+    ``body_order_energies`` and ``truncated_energies`` (frames, beads, K),
+    ``subcluster_counts`` and ``bead_positions`` (frames, beads, atoms, 3).
     """
     from ipi.scripting import InteractiveSimulation
     from ipi.utils.depend import dstrip
@@ -224,7 +223,8 @@ def run_inprocess(
                         flush_every=flush_every,
                     )
                 step = int(simulation.step)
-                time_fs = float(simulation.properties("time")) / _fs_in_ase()
+                time_value, _, _ = system.properties["time"]
+                time_fs = float(unit_to_user("time", "femtosecond", time_value))
                 bead_energy = np.array([r["energy"] for r in results])
                 observables = {
                     "potential_energy": (bead_energy.mean(), "eV"),
@@ -248,12 +248,6 @@ def run_inprocess(
     finally:
         os.chdir(cwd)
     return {"steps": steps, "beads": len(beads), "log": str(log)}
-
-
-def _fs_in_ase() -> float:
-    from ase import units
-
-    return units.fs
 
 
 # ----------------------------------------------------------------------------------

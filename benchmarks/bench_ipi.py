@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import ase.io
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 INPUT = """<simulation verbosity='low' safe_stride='100000'>

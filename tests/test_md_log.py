@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import random_cluster
 
-from ase_bodyorder import BodyOrderCalculator, decompose
+from ase_bodyorder import decompose
 from ase_bodyorder.cli import main
 from ase_bodyorder.h5md import read_log
 from ase_bodyorder.report import energy_drift

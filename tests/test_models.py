@@ -4,7 +4,6 @@ and the packed body-order evaluation agrees with one subcluster at a time."""
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import subprocess
