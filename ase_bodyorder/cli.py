@@ -130,7 +130,9 @@ def _cmd_md(args) -> int:
             initialise_velocities=initialise,
             progress=not args.quiet,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C: the log was closed on the way out
+        result = None
+    if result is None or result.interrupted:
         data = read_log(log)
         last = int(data.step[-1]) if len(data.step) else None
         print(f"interrupted: log '{log}' closed, it holds {len(data.step)} frames up to step {last}", file=sys.stderr)

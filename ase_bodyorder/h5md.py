@@ -72,9 +72,9 @@ class _Series:
         self.step, self.time, self.value = group["step"], group["time"], group["value"]
         self.buffer: list[tuple[int, float, np.ndarray]] = []
 
-    def append(self, step: int, time: float, value) -> None:
-        # copy: callers pass arrays they go on mutating (ASE's atoms.positions)
-        self.buffer.append((step, time, np.array(value, copy=True)))
+    def append(self, step: int, time: float, value: np.ndarray) -> None:
+        """Buffer one row; ``value`` must not change afterwards (callers pass a copy)."""
+        self.buffer.append((step, time, value))
 
     def write(self) -> None:
         if not self.buffer:
@@ -228,28 +228,38 @@ class H5MDWriter:
         kJ/mol/A), cell
         (rows are the vectors, A) and observables ``{name: (value, unit)}``."""
         n = len(self.numbers)
-        self._element("particles/all/position", (n, 3), unit=UNITS["position"]).append(step, time, positions)
+        # every series of the frame first, then the buffer appends in one go: an
+        # interrupt in between leaves no frame half-buffered
+        frame = [(self._element("particles/all/position", (n, 3), unit=UNITS["position"]), positions)]
         if velocities is not None:
-            self._element("particles/all/velocity", (n, 3), unit=UNITS["velocity"]).append(step, time, velocities)
+            frame.append((self._element("particles/all/velocity", (n, 3), unit=UNITS["velocity"]), velocities))
         if forces is not None:
-            self._element("particles/all/force", (n, 3), unit=UNITS["force"]).append(
-                step, time, np.asarray(forces) * FORCE_TO_FILE
+            frame.append(
+                (self._element("particles/all/force", (n, 3), unit=UNITS["force"]), np.asarray(forces) * FORCE_TO_FILE)
             )
         if self.pbc.any() and cell is not None:
-            self._element("particles/all/box/edges", (3, 3), unit=UNITS["edges"]).append(step, time, cell)
+            frame.append((self._element("particles/all/box/edges", (3, 3), unit=UNITS["edges"]), cell))
         for name, (value, unit) in (observables or {}).items():
-            self.write_observable(name, step, time, value, unit)
+            frame.append(self._observable(name, value, unit))
+        # copies: callers pass arrays they go on mutating (ASE's atoms.positions)
+        frame = [(series, np.array(value, copy=True)) for series, value in frame]
+        for series, value in frame:
+            series.append(step, time, value)
         self._pending += 1
         if self._pending >= self.flush_every:
             self.flush()
 
     def write_observable(self, name: str, step: int, time: float, value, unit: str) -> None:
         """Buffer one value of a top-level observable (its own step/time series)."""
+        series, value = self._observable(name, value, unit)
+        series.append(step, time, np.array(value, copy=True))
+
+    def _observable(self, name: str, value, unit: str) -> tuple[_Series, np.ndarray]:
         if "/" in name:
             raise ValueError(f"observable names must not nest (got {name!r})")
         value = np.asarray(value)
         dtype = "i8" if np.issubdtype(value.dtype, np.integer) else "f8"
-        self._element(f"observables/{name}", value.shape, dtype, unit).append(step, time, value)
+        return self._element(f"observables/{name}", value.shape, dtype, unit), value
 
     def flush(self) -> None:
         """Write every buffered frame and flush the file to disk."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 
 import ase
@@ -183,6 +186,8 @@ class MDResult:
     steps_done: int
     last_step: int
     log: str | None
+    #: True when Ctrl-C (SIGINT) stopped the run early, after a whole step
+    interrupted: bool = False
 
 
 def run_md(
@@ -260,10 +265,47 @@ def run_md(
         bar.update(1)
 
     dyn.attach(update_bar, interval=1)
+    with _stop_on_interrupt() as stop:
+        try:
+            for _ in dyn.irun(steps):
+                if stop.requested:
+                    break
+        finally:
+            stop.closing = True  # no interrupt may cut the last flush short
+            bar.close()
+            if logger is not None:
+                logger.close()
+    return MDResult(
+        steps_done=dyn.nsteps,
+        last_step=step_offset + dyn.nsteps,
+        log=None if log is None else str(log),
+        interrupted=stop.requested,
+    )
+
+
+class _StopRequest:
+    requested = False
+    closing = False
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt():
+    """Turn the first Ctrl-C into a request to stop after the current step, so the run
+    ends between two whole steps with the log consistent (like i-PI's soft exit); a
+    second Ctrl-C interrupts at once, except while the log is being closed. Outside the
+    main thread, signals stay as they are."""
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.requested and not stop.closing:
+            raise KeyboardInterrupt
+        stop.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
     try:
-        dyn.run(steps)
+        yield stop
     finally:
-        bar.close()
-        if logger is not None:
-            logger.close()
-    return MDResult(steps_done=dyn.nsteps, last_step=step_offset + dyn.nsteps, log=None if log is None else str(log))
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)

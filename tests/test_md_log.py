@@ -232,7 +232,7 @@ def test_ctrl_c_closes_the_log_and_says_where(exported_models, structure, tmp_pa
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130
+    assert process.returncode == 130, err
     assert "interrupted: log" in err and "frames up to step" in err
     data = read_log(log)
     assert np.array_equal(data.step, np.arange(len(data.step)))
