@@ -252,3 +252,28 @@ def test_md_with_molecules_as_bodies(exported_models, tmp_path):
     data = read_log(log)
     assert data.metadata["fragments"] == [[0, 1, 2], [3, 4, 5, 6, 7]]
     assert data.observable("subcluster_counts")[0].tolist() == [2, 1]
+
+
+def test_first_ctrl_c_ends_the_run_after_a_whole_step(exported_models, tmp_path):
+    from ase_bodyorder import BodyOrderCalculator
+    from ase_bodyorder.md import run_md
+
+    atoms = random_cluster(6, 0.05, 3, min_distance=1.0)
+    calculator = BodyOrderCalculator(str(exported_models["full"]), 2)
+    calculate, calls = calculator.calculate, []
+
+    def calculate_then_interrupt(*args, **kwargs):
+        calculate(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 8:  # the forces of step 7 (call 1 is the start-up evaluation)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    calculator.calculate = calculate_then_interrupt
+    previous = signal.getsignal(signal.SIGINT)
+    result = run_md(atoms, calculator, steps=100, timestep_fs=0.5, log=tmp_path / "stop.h5", flush_every=3,
+                    progress=False)
+    assert signal.getsignal(signal.SIGINT) is previous  # the handler is put back
+    assert result.interrupted and result.steps_done == 7 and result.last_step == 7
+    data = read_log(tmp_path / "stop.h5")
+    assert data.step.tolist() == list(range(8))  # every step up to the stop, none half-written
+    assert np.allclose(data.positions[-1], atoms.positions)
