@@ -54,13 +54,19 @@ def main() -> None:
     parser.add_argument("options", type=Path)
     parser.add_argument("--architecture", required=True)
     parser.add_argument("--training-notes", default="")
+    parser.add_argument(
+        "--trained-on-first",
+        type=int,
+        default=None,
+        help="the model was trained on the first N structures of the pool (an earlier, smaller pool)",
+    )
     args = parser.parse_args()
 
     model = load_model(args.model)
     capabilities = model.capabilities()
     cutoffs = [o.engine_cutoff("angstrom") for o in model.requested_neighbor_lists()]
     test = ase.io.read(ROOT / "tests/data/fci_test_split.extxyz", ":")
-    pool = ase.io.read(ROOT / "data/fci_h_clusters.extxyz", ":")
+    pool = ase.io.read(ROOT / "data/fci_h_clusters.extxyz", ":")[: args.trained_on_first]
     splits = {s: sum(a.info["split"] == s for a in pool) for s in ("train", "val", "test")}
     card = {
         "name": args.name,
@@ -70,7 +76,8 @@ def main() -> None:
         "options": args.options.read_text(),
         "training_notes": args.training_notes,
         "data": {
-            "file": "data/fci_h_clusters.extxyz (script: scripts/generate_fci_references.py)",
+            "file": "data/fci_h_clusters.extxyz (script: scripts/generate_fci_references.py)"
+            + (f", its first {args.trained_on_first} structures" if args.trained_on_first else ""),
             "level_of_theory": "FCI/STO-3G (PySCF), lowest Sz sector: ground state over spin states",
             "content": "isolated H atom; H2 dimers 0.5-4 A; H3-H8 clusters at low (0.02-0.05 A^-3) "
             "and high (0.1-0.2 A^-3) density, minimum distance 0.6 A",
