@@ -88,10 +88,12 @@ def _exact_ci(fcisolver, mol, limit: int | None = None) -> bool:
 def fci_energy_forces(positions: np.ndarray) -> tuple[float, np.ndarray]:
     """FCI/STO-3G energy (eV) and forces (eV/A) of a hydrogen cluster (A).
 
-    All-active CASSCF (capped macro iterations). Stretched, low-density clusters have
-    nearly degenerate states on which a one-root solver can stall or land on an excited
-    state; there (even electron counts) CASCI with several roots and the gradient of
-    the lowest is used instead.
+    Odd electron counts up to 7 atoms: the whole CI space diagonalised once (see
+    ``_exact_ci``) with the CASSCF gradient. Otherwise all-active CASSCF (capped macro
+    iterations; up to 6 atoms PySCF's default 400-determinant space already makes each
+    CI step exact). Stretched, low-density clusters have nearly degenerate states on
+    which a one-root solver can stall or land on an excited state; there (even electron
+    counts) CASCI with several roots and the gradient of the lowest is used instead.
     """
     from pyscf import mcscf, scf
 
