@@ -54,6 +54,10 @@ SETTINGS = {
     # least two contacts below 0.8 A (3.6% of the dense clusters above; they carry most
     # of the dense test error), all to the training split
     "compressed_train_clusters": {"seed": 20261123, "density": "high", "sizes": [3, 4, 5, 6], "per_size": 150, "short_contact": 0.8, "min_short_contacts": 2},
+    # large dense training clusters: 7 and 8 atoms at high density, drawn like the others
+    # (no filter), all to the training split; the pool had only 264 dense 8-atom training
+    # clusters, and 7-8 atoms held 65% of the dense test force error
+    "large_dense_train_clusters": {"seed": 20261124, "density": "high", "sizes": [7, 8], "per_size": 250},
 }
 
 HARTREE_EV = 27.211386245988  # CODATA 2018, as in ase.units
@@ -228,6 +232,15 @@ def build_structures() -> list[dict]:
                     {"set": f"cluster_{compressed['density']}", "density": density, "positions": positions, "split": "train"}
                 )
                 kept += 1
+    large = SETTINGS["large_dense_train_clusters"]
+    rng = np.random.default_rng(large["seed"])
+    dlo, dhi = SETTINGS["densities"][large["density"]]
+    for n in large["sizes"]:
+        for _ in range(large["per_size"]):
+            density = rng.uniform(dlo, dhi)
+            structures.append(
+                {"set": f"cluster_{large['density']}", "density": density, "positions": random_cluster(rng, n, density), "split": "train"}
+            )
     return structures
 
 
