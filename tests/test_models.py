@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -115,22 +116,35 @@ def test_models_command_lists_them(capsys):
 
 
 def test_training_pipeline_smoke(tmp_path):
-    """metatrain on ~20 FCI structures for two epochs with the committed options, then
-    export: the retraining path works (skipped without the train extra)."""
+    """metatrain on ~20 FCI structures with the committed options of every stage in
+    training/pet/stages (2 epochs, then 1 per fine-tune), laid out as training/train.sh
+    does, so each fine-tune reads the previous stage's checkpoint by its committed path;
+    then export: the retraining path works (skipped without the train extra)."""
     pytest.importorskip("metatrain")
     import yaml
 
     root = Path(__file__).parent.parent
     frames = ase.io.read(TEST_SPLIT, ":")[:24]
-    (tmp_path / "splits").mkdir()
+    splits = tmp_path / "splits"
+    splits.mkdir()
     for split, chosen in (("train", frames[:20]), ("val", frames[20:22]), ("test", frames[22:])):
-        ase.io.write(tmp_path / "splits" / f"{split}.extxyz", chosen)
-    options = yaml.safe_load((root / "training/pet/options.yaml").read_text())
-    options["architecture"]["training"].update(num_epochs=2, batch_size=8, log_interval=1)
-    (tmp_path / "options.yaml").write_text(yaml.safe_dump(options))
-    # writes model.pt (exported, as training/train.sh ships it) and model.ckpt
-    subprocess.run(["mtt", "train", "options.yaml", "-o", "model.pt"], cwd=tmp_path, check=True,
-                   capture_output=True, timeout=300)
+        ase.io.write(splits / f"{split}.extxyz", chosen)
+    stages = [
+        line.split()[0]
+        for line in (root / "training/pet/stages").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert stages[0] == "options.yaml" and len(stages) > 1
+    for i, name in enumerate(stages):
+        options = yaml.safe_load((root / "training/pet" / name).read_text())
+        assert ("finetune" in options["architecture"]["training"]) == (i > 0)
+        options["architecture"]["training"].update(num_epochs=2 if i == 0 else 1, batch_size=8, log_interval=1)
+        run = tmp_path / Path(name).stem
+        shutil.copytree(splits, run / "splits")
+        (run / "options.yaml").write_text(yaml.safe_dump(options))
+        # writes model.pt (exported, as training/train.sh ships it) and model.ckpt
+        subprocess.run(["mtt", "train", "options.yaml", "-o", "model.pt"], cwd=run, check=True,
+                       capture_output=True, timeout=300)
     atoms = frames[0].copy()
-    atoms.calc = BodyOrderCalculator(tmp_path / "model.pt", 2)
+    atoms.calc = BodyOrderCalculator(run / "model.pt", 2)
     assert np.isfinite(atoms.get_potential_energy())

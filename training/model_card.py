@@ -3,7 +3,9 @@
 The errors are computed with metatomic's own ASE calculator (not ase-bodyorder), per
 density, plus the isolated-atom error. Usage:
 
-    python training/model_card.py NAME MODEL.pt OPTIONS.yaml --architecture "PET ..."
+    python training/model_card.py NAME MODEL.pt OPTIONS.yaml [MORE.yaml ...] --architecture "PET ..."
+
+A model trained in stages (training/<arch>/stages) passes every stage's options file, in order.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("name")
     parser.add_argument("model", type=Path)
-    parser.add_argument("options", type=Path)
+    parser.add_argument("options", type=Path, nargs="+", help="the options file of every training stage, in order")
     parser.add_argument("--architecture", required=True)
     parser.add_argument("--training-notes", default="")
     parser.add_argument(
@@ -73,7 +75,7 @@ def main() -> None:
         "summary": f"{args.architecture} for hydrogen clusters, FCI/STO-3G, {capabilities.dtype}",
         "architecture": args.architecture,
         "trained_with": "metatrain",
-        "options": args.options.read_text(),
+        "options": "\n".join(path.read_text() for path in args.options),
         "training_notes": args.training_notes,
         "data": {
             "file": "data/fci_h_clusters.extxyz (script: scripts/generate_fci_references.py)"
