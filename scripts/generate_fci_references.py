@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -204,44 +205,50 @@ def build_structures() -> list[dict]:
                 if u < fractions["train"]
                 else ("val" if u < fractions["train"] + fractions["val"] else "test")
             )
+    # the training-only additions, each from its own seed, appended in the order they
+    # were added so that every earlier structure keeps its index
     extra = SETTINGS["extra_train_clusters"]
     rng = np.random.default_rng(extra["seed"])
     for name, sizes, per_size in extra["sets"]:
-        dlo, dhi = SETTINGS["densities"][name]
-        for n in sizes:
-            for _ in range(per_size):
-                density = rng.uniform(dlo, dhi)
-                structures.append(
-                    {
-                        "set": f"cluster_{name}",
-                        "density": density,
-                        "positions": random_cluster(rng, n, density),
-                        "split": "train",
-                    }
-                )
+        structures += _training_clusters(rng, name, sizes, per_size)
     compressed = SETTINGS["compressed_train_clusters"]
-    rng = np.random.default_rng(compressed["seed"])
-    dlo, dhi = SETTINGS["densities"][compressed["density"]]
-    for n in compressed["sizes"]:
+    structures += _training_clusters(
+        np.random.default_rng(compressed["seed"]),
+        compressed["density"],
+        compressed["sizes"],
+        compressed["per_size"],
+        keep=lambda positions: _short_contacts(positions, compressed["short_contact"])
+        >= compressed["min_short_contacts"],
+    )
+    large = SETTINGS["large_dense_train_clusters"]
+    structures += _training_clusters(
+        np.random.default_rng(large["seed"]), large["density"], large["sizes"], large["per_size"]
+    )
+    return structures
+
+
+def _training_clusters(
+    rng: np.random.Generator,
+    density_name: str,
+    sizes: list[int],
+    per_size: int,
+    keep: Callable[[np.ndarray], bool] = lambda positions: True,
+) -> list[dict]:
+    """``per_size`` random clusters of each size at the named density, all for the
+    training split; drawn clusters that ``keep`` rejects are skipped."""
+    dlo, dhi = SETTINGS["densities"][density_name]
+    clusters = []
+    for n in sizes:
         kept = 0
-        while kept < compressed["per_size"]:
+        while kept < per_size:
             density = rng.uniform(dlo, dhi)
             positions = random_cluster(rng, n, density)
-            if _short_contacts(positions, compressed["short_contact"]) >= compressed["min_short_contacts"]:
-                structures.append(
-                    {"set": f"cluster_{compressed['density']}", "density": density, "positions": positions, "split": "train"}
+            if keep(positions):
+                clusters.append(
+                    {"set": f"cluster_{density_name}", "density": density, "positions": positions, "split": "train"}
                 )
                 kept += 1
-    large = SETTINGS["large_dense_train_clusters"]
-    rng = np.random.default_rng(large["seed"])
-    dlo, dhi = SETTINGS["densities"][large["density"]]
-    for n in large["sizes"]:
-        for _ in range(large["per_size"]):
-            density = rng.uniform(dlo, dhi)
-            structures.append(
-                {"set": f"cluster_{large['density']}", "density": density, "positions": random_cluster(rng, n, density), "split": "train"}
-            )
-    return structures
+    return clusters
 
 
 def _short_contacts(positions: np.ndarray, distance: float) -> int:
