@@ -25,8 +25,12 @@ while read -r options pool; do
     # writes model.pt (the exported best model) and model.ckpt
     (cd "$run" && mtt train "$root/training/$arch/$options" -o model.pt > train.log 2>&1)
     options_files+=("$root/training/$arch/$options")
+    last_pool=$pool
 done <<< "$stages"
+# the card counts the splits of the pool the last stage saw
+card_pool=()
+[ "$last_pool" = all ] || card_pool=(--trained-on-first "$last_pool")
 name=$( [ "$arch" = pet ] && echo pet-h-fci || echo soap-bpnn-h-fci )
 cp "$run/model.pt" "$root/ase_bodyorder/models/$name.pt"
-python "$root/training/model_card.py" "$name" "$root/ase_bodyorder/models/$name.pt" "${options_files[@]}" \
+python "$root/training/model_card.py" "$name" "$root/ase_bodyorder/models/$name.pt" "${options_files[@]}" "${card_pool[@]}" \
     --architecture "$(head -1 "$root/training/$arch/README" 2>/dev/null || echo "$arch")"
