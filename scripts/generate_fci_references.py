@@ -60,7 +60,7 @@ SETTINGS = {
     # clusters, and 7-8 atoms held 65% of the dense test force error
     "large_dense_train_clusters": {"seed": 20261124, "density": "high", "sizes": [7, 8], "per_size": 250},
     # more dense training clusters of 5-8 atoms, drawn like the others (no filter), all to
-    # the training split; after the blocks above 5-8 atoms still held 98% of the dense
+    # the training split; after the blocks above 5-8 atoms still held 97% of the dense
     # test force error
     "more_dense_train_clusters": {"seed": 20261125, "density": "high", "sizes": [5, 6, 7, 8], "per_size": 350},
 }
