@@ -29,8 +29,9 @@ while read -r options pool; do
 done <<< "$stages"
 # the card counts the splits of the pool the last stage saw
 card_pool=()
+notes=$(cat "$root/training/$arch/notes" 2>/dev/null || true)
 [ "$last_pool" = all ] || card_pool=(--trained-on-first "$last_pool")
 name=$( [ "$arch" = pet ] && echo pet-h-fci || echo soap-bpnn-h-fci )
 cp "$run/model.pt" "$root/ase_bodyorder/models/$name.pt"
 python "$root/training/model_card.py" "$name" "$root/ase_bodyorder/models/$name.pt" "${options_files[@]}" "${card_pool[@]}" \
-    --architecture "$(head -1 "$root/training/$arch/README" 2>/dev/null || echo "$arch")"
+    --training-notes "$notes" --architecture "$(head -1 "$root/training/$arch/README" 2>/dev/null || echo "$arch")"
