@@ -151,8 +151,9 @@ def fci_energy_forces(positions: np.ndarray) -> tuple[float, np.ndarray]:
     check = SETTINGS["root_check"]
     too_large = _ci_dimension(mol) > SETTINGS["exact_ci_max_determinants"]
     if too_large and energy * HARTREE_EV - _lowest_davidson_root(mf) > check["tolerance_meV"] / 1000:
-        # an excited state: redo it exactly
-        assert _exact_ci(mc.fcisolver, mol, limit=check["max_determinants"])
+        # an excited state: redo it exactly (not an assert: it sets the solver up)
+        if not _exact_ci(mc.fcisolver, mol, limit=check["max_determinants"]):
+            raise RuntimeError(f"CI space of {_ci_dimension(mol)} determinants is over root_check's max_determinants")
         return _exact_energy_forces(mc, mf)
     return float(energy) * HARTREE_EV, -np.asarray(gradient) * HARTREE_EV / BOHR_A
 
