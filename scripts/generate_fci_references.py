@@ -78,6 +78,15 @@ SETTINGS = {
     "compact_unit_train_clusters": {"seed": 20261126, "density": "high", "sizes": [5, 6, 7, 8], "per_size": 200, "unit_contact": 0.9},
 }
 
+# the settings blocks of training clusters drawn after "extra_train_clusters", in the
+# order they were added (appending keeps every earlier structure's index)
+DRAWN_TRAINING_BLOCKS = (
+    "compressed_train_clusters",
+    "large_dense_train_clusters",
+    "more_dense_train_clusters",
+    "compact_unit_train_clusters",
+)
+
 HARTREE_EV = 27.211386245988  # CODATA 2018, as in ase.units
 BOHR_A = 0.529177210903
 
@@ -274,31 +283,15 @@ def build_structures() -> list[dict]:
     rng = np.random.default_rng(extra["seed"])
     for name, sizes, per_size in extra["sets"]:
         structures += _training_clusters(rng, name, sizes, per_size)
-    compressed = SETTINGS["compressed_train_clusters"]
-    structures += _training_clusters(
-        np.random.default_rng(compressed["seed"]),
-        compressed["density"],
-        compressed["sizes"],
-        compressed["per_size"],
-        keep=lambda positions: _short_contacts(positions, compressed["short_contact"])
-        >= compressed["min_short_contacts"],
-    )
-    large = SETTINGS["large_dense_train_clusters"]
-    structures += _training_clusters(
-        np.random.default_rng(large["seed"]), large["density"], large["sizes"], large["per_size"]
-    )
-    more = SETTINGS["more_dense_train_clusters"]
-    structures += _training_clusters(
-        np.random.default_rng(more["seed"]), more["density"], more["sizes"], more["per_size"]
-    )
-    compact = SETTINGS["compact_unit_train_clusters"]
-    structures += _training_clusters(
-        np.random.default_rng(compact["seed"]),
-        compact["density"],
-        compact["sizes"],
-        compact["per_size"],
-        keep=lambda positions: _has_compact_unit(positions, compact["unit_contact"]),
-    )
+    for name in DRAWN_TRAINING_BLOCKS:
+        block = SETTINGS[name]
+        structures += _training_clusters(
+            np.random.default_rng(block["seed"]),
+            block["density"],
+            block["sizes"],
+            block["per_size"],
+            keep=_cluster_filter(block),
+        )
     return structures
 
 
@@ -324,6 +317,16 @@ def _training_clusters(
                 )
                 kept += 1
     return clusters
+
+
+def _cluster_filter(block: dict) -> Callable[[np.ndarray], bool]:
+    """The filter a settings block asks for: a minimum count of short contacts
+    (``short_contact``), a compact three-atom unit (``unit_contact``), or none."""
+    if "short_contact" in block:
+        return lambda positions: _short_contacts(positions, block["short_contact"]) >= block["min_short_contacts"]
+    if "unit_contact" in block:
+        return lambda positions: _has_compact_unit(positions, block["unit_contact"])
+    return lambda positions: True
 
 
 def _short_contacts(positions: np.ndarray, distance: float) -> int:
