@@ -2,7 +2,7 @@
 
 Writes training/splits/{train,val,test}.extxyz and the committed test split used by the
 tests, tests/data/fci_test_split.extxyz. ``--first N`` uses only the pool's first N structures
-(the default PET is trained in stages on growing pools: training/pet/stages).
+(training/train.sh runs the stages listed in training/<arch>/stages, each on a pool: all, or its first N).
 """
 
 import argparse
