@@ -117,9 +117,10 @@ def test_models_command_lists_them(capsys):
 
 def test_training_pipeline_smoke(tmp_path):
     """metatrain on ~20 FCI structures with the committed options of every stage in
-    training/pet/stages (2 epochs, then 1 per fine-tune, if any), laid out as
-    training/train.sh does, so a fine-tune reads the previous stage's checkpoint by its
-    committed path; then export: the retraining path works (skipped without the train extra)."""
+    training/pet/stages (2 epochs, then 1 per fine-tune, if any), laid out and chained as
+    training/train.sh does (run directory: the stage's name, else its options file's stem;
+    a fine-tune reads the previous run's checkpoint); then export: the retraining path
+    works (skipped without the train extra)."""
     pytest.importorskip("metatrain")
     import yaml
 
@@ -130,16 +131,21 @@ def test_training_pipeline_smoke(tmp_path):
     for split, chosen in (("train", frames[:20]), ("val", frames[20:22]), ("test", frames[22:])):
         ase.io.write(splits / f"{split}.extxyz", chosen)
     stages = [
-        line.split()[0]
+        line.split()
         for line in (root / "training/pet/stages").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert stages and stages[0] == "options.yaml"
-    for i, name in enumerate(stages):
+    assert stages and stages[0][0] == "options.yaml"
+    previous = None
+    for i, (name, _pool, *run_name) in enumerate(stages):
         options = yaml.safe_load((root / "training/pet" / name).read_text())
         assert ("finetune" in options["architecture"]["training"]) == (i > 0)
         options["architecture"]["training"].update(num_epochs=2 if i == 0 else 1, batch_size=8, log_interval=1)
-        run = tmp_path / Path(name).stem
+        if previous is not None:
+            options["architecture"]["training"]["finetune"]["read_from"] = f"../{previous}/model.ckpt"
+        run = tmp_path / (run_name[0] if run_name else Path(name).stem)
+        assert not run.exists(), f"two stages share the run directory {run.name}"
+        previous = run.name
         shutil.copytree(splits, run / "splits")
         (run / "options.yaml").write_text(yaml.safe_dump(options))
         # writes model.pt (exported, as training/train.sh ships it) and model.ckpt
@@ -148,3 +154,11 @@ def test_training_pipeline_smoke(tmp_path):
     atoms = frames[0].copy()
     atoms.calc = BodyOrderCalculator(run / "model.pt", 2)
     assert np.isfinite(atoms.get_potential_energy())
+    # a checkpoint rebuilt from the export (first run's as template) predicts what the export does
+    first = tmp_path / Path(stages[0][0]).stem
+    rebuilt = subprocess.run(
+        [sys.executable, root / "training/checkpoint_from_export.py", first / "model.ckpt", run / "model.pt",
+         tmp_path / "rebuilt.ckpt"], capture_output=True, text=True, timeout=300,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "max |dE| 0.00e+00 eV" in rebuilt.stdout
