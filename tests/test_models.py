@@ -136,16 +136,16 @@ def test_training_pipeline_smoke(tmp_path):
         if line.strip() and not line.startswith("#")
     ]
     assert stages and stages[0][0] == "options.yaml"
-    previous = None
+    runs: list[Path] = []
     for i, (name, _pool, *run_name) in enumerate(stages):
         options = yaml.safe_load((root / "training/pet" / name).read_text())
         assert ("finetune" in options["architecture"]["training"]) == (i > 0)
         options["architecture"]["training"].update(num_epochs=2 if i == 0 else 1, batch_size=8, log_interval=1)
-        if previous is not None:
-            options["architecture"]["training"]["finetune"]["read_from"] = f"../{previous}/model.ckpt"
+        if runs:
+            options["architecture"]["training"]["finetune"]["read_from"] = f"../{runs[-1].name}/model.ckpt"
         run = tmp_path / (run_name[0] if run_name else Path(name).stem)
-        assert not run.exists(), f"two stages share the run directory {run.name}"
-        previous = run.name
+        assert run not in runs, f"two stages share the run directory {run.name}"
+        runs.append(run)
         shutil.copytree(splits, run / "splits")
         (run / "options.yaml").write_text(yaml.safe_dump(options))
         # writes model.pt (exported, as training/train.sh ships it) and model.ckpt
@@ -155,9 +155,8 @@ def test_training_pipeline_smoke(tmp_path):
     atoms.calc = BodyOrderCalculator(run / "model.pt", 2)
     assert np.isfinite(atoms.get_potential_energy())
     # a checkpoint rebuilt from the export (first run's as template) predicts what the export does
-    first = tmp_path / Path(stages[0][0]).stem
     rebuilt = subprocess.run(
-        [sys.executable, root / "training/checkpoint_from_export.py", first / "model.ckpt", run / "model.pt",
+        [sys.executable, root / "training/checkpoint_from_export.py", runs[0] / "model.ckpt", run / "model.pt",
          tmp_path / "rebuilt.ckpt"], capture_output=True, text=True, timeout=300,
     )
     assert rebuilt.returncode == 0, rebuilt.stderr

@@ -38,9 +38,9 @@ def main() -> None:
 
     checkpoint = torch.load(args.template, weights_only=False, map_location="cpu")
     weights = load_atomistic_model(str(args.exported)).module.state_dict()
-    missing = set(checkpoint["best_model_state_dict"]) - set(weights) - {"finetune_config"}
-    if missing or set(weights) - set(checkpoint["best_model_state_dict"]):
-        raise ValueError(f"{args.exported} does not match the template's architecture: {sorted(missing)[:5]}")
+    differing = (set(checkpoint["best_model_state_dict"]) - {"finetune_config"}) ^ set(weights)
+    if differing:
+        raise ValueError(f"{args.exported} does not match the template's architecture: {sorted(differing)[:5]}")
     # an empty finetune_config leaves every parameter trainable, as full fine-tuning does
     state = {**weights, "finetune_config": {}}
     checkpoint["model_state_dict"] = state
