@@ -25,6 +25,7 @@ import argparse
 import itertools
 import json
 import multiprocessing
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -324,7 +325,9 @@ def _committee_clusters(block: dict) -> list[dict]:
     candidates = _training_clusters(
         np.random.default_rng(block["seed"]), block["density"], block["sizes"], block["candidates_per_size"]
     )
-    forces = [_forces(model, [c["positions"] for c in candidates]) for model in _committee_models(block["committee"])]
+    with tempfile.TemporaryDirectory(prefix="committee-") as folder:
+        models = _committee_models(block["committee"], Path(folder))
+        forces = [_forces(model, [c["positions"] for c in candidates]) for model in models]
     disagreement = np.array(
         [np.sqrt(np.mean(np.var([member[i] for member in forces], axis=0))) for i in range(len(candidates))]
     )
@@ -335,13 +338,11 @@ def _committee_clusters(block: dict) -> list[dict]:
     return [candidates[i] for i in sorted(chosen)]
 
 
-def _committee_models(committee: dict) -> list[Path]:
-    """The committee's model files, taken from git history and checked by SHA-256."""
+def _committee_models(committee: dict, folder: Path) -> list[Path]:
+    """The committee's model files, taken from git history into ``folder`` and checked by SHA-256."""
     import hashlib
     import subprocess
-    import tempfile
 
-    folder = Path(tempfile.mkdtemp(prefix="committee-"))
     models = []
     for commit, sha256 in committee["commits"].items():
         content = subprocess.run(
