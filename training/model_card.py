@@ -84,7 +84,8 @@ def main() -> None:
             "content": "isolated H atom; H2 dimers 0.5-4 A; H3-H8 clusters at low (0.02-0.05 A^-3) "
             "and high (0.1-0.2 A^-3) density, minimum distance 0.6 A",
             "splits": splits,
-            "test_split": "tests/data/fci_test_split.extxyz (held-out clusters of 3-8 atoms)",
+            "test_split": f"tests/data/fci_test_split.extxyz: every test structure of the whole pool ({len(test)} held-out "
+            "clusters of 3-8 atoms, among them the 1200 dense clusters of heldout_test_clusters); errors_on_test_split is over all of it",
         },
         "dtype": capabilities.dtype,
         "cutoff_A": max(cutoffs),
