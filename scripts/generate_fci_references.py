@@ -290,6 +290,15 @@ def random_cluster(rng: np.random.Generator, n: int, density: float) -> np.ndarr
                     return pos - pos.mean(axis=0)
 
 
+def first_pool_size() -> int:
+    """How many structures the first pool held (the atom, the dimers and the clusters with
+    drawn splits); every structure after them is in the training split except those of
+    ``heldout_test_clusters``."""
+    return 1 + SETTINGS["n_dimers"] + len(SETTINGS["densities"]) * len(SETTINGS["cluster_sizes"]) * SETTINGS[
+        "clusters_per_size_and_density"
+    ]
+
+
 def build_structures() -> list[dict]:
     rng = np.random.default_rng(SETTINGS["seed"])
     structures = [{"set": "atom", "density": 0.0, "positions": np.zeros((1, 3))}]
@@ -321,15 +330,16 @@ def build_structures() -> list[dict]:
                 if u < fractions["train"]
                 else ("val" if u < fractions["train"] + fractions["val"] else "test")
             )
-    # the training-only additions, each from its own seed, appended in the order they
-    # were added so that every earlier structure keeps its index
+    # the additions (training only, except the held-out test block), each from its own
+    # seed, appended in the order they were added so that every earlier structure keeps
+    # its index
     extra = SETTINGS["extra_train_clusters"]
     rng = np.random.default_rng(extra["seed"])
     for name, sizes, per_size in extra["sets"]:
-        structures += _training_clusters(rng, name, sizes, per_size)
+        structures += _drawn_clusters(rng, name, sizes, per_size)
     for name in DRAWN_TRAINING_BLOCKS:
         block = SETTINGS[name]
-        structures += _training_clusters(
+        structures += _drawn_clusters(
             np.random.default_rng(block["seed"]),
             block["density"],
             block["sizes"],
@@ -339,7 +349,7 @@ def build_structures() -> list[dict]:
     for name in COMMITTEE_BLOCKS:
         structures += _committee_clusters(SETTINGS[name])
     block = SETTINGS["heldout_test_clusters"]
-    structures += _training_clusters(
+    structures += _drawn_clusters(
         np.random.default_rng(block["seed"]), block["density"], block["sizes"], block["per_size"], split=block["split"]
     )
     return structures
@@ -347,7 +357,7 @@ def build_structures() -> list[dict]:
 
 def _committee_clusters(block: dict) -> list[dict]:
     """The block's candidates on which the committee's forces disagree most, per size."""
-    candidates = _training_clusters(
+    candidates = _drawn_clusters(
         np.random.default_rng(block["seed"]), block["density"], block["sizes"], block["candidates_per_size"]
     )
     with tempfile.TemporaryDirectory(prefix="committee-") as folder:
@@ -389,7 +399,7 @@ def _forces(model: Path, positions: list[np.ndarray]) -> list[np.ndarray]:
     return MetatomicCalculator(str(model)).compute_energy(frames, compute_forces_and_stresses=True)["forces"]
 
 
-def _training_clusters(
+def _drawn_clusters(
     rng: np.random.Generator,
     density_name: str,
     sizes: list[int],

@@ -32,7 +32,7 @@ def _rmse_with_interval(squared: np.ndarray, counts: np.ndarray, rng: np.random.
 
 
 def main() -> None:
-    from generate_fci_references import SETTINGS
+    from generate_fci_references import first_pool_size
     from metatomic_ase import MetatomicCalculator
 
     from ase_bodyorder.backends.metatomic import load_model
@@ -41,8 +41,7 @@ def main() -> None:
     parser.add_argument("models", type=Path, nargs="+")
     args = parser.parse_args()
     pool = ase.io.read(ROOT / "data/fci_h_clusters.extxyz", ":")
-    block = SETTINGS["heldout_test_clusters"]
-    block_start = len(pool) - block["per_size"] * len(block["sizes"])
+    block_start = first_pool_size()  # test structures after the first pool are the held-out block
     test = [(i, a) for i, a in enumerate(pool) if a.info["split"] == "test"]
     for path in args.models:
         calculator = MetatomicCalculator(load_model(path))

@@ -3,7 +3,7 @@ between the two lowest FCI states (README, "Shipped models").
 
     python training/experiments/gap_errors.py MODEL.pt [--workers 2]
 
-The whole CI space of each cluster is diagonalised (about 6 min on two cores for the 400
+The whole CI space of each cluster is diagonalised (6-8 min on two cores for the 400
 clusters); the script also checks that every label is the lowest root.
 """
 
@@ -40,7 +40,7 @@ def _two_lowest(positions: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from generate_fci_references import SETTINGS
+    from generate_fci_references import first_pool_size
     from metatomic_ase import MetatomicCalculator
 
     from ase_bodyorder.backends.metatomic import load_model
@@ -49,9 +49,9 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    block = SETTINGS["heldout_test_clusters"]
-    frames = ase.io.read(ROOT / "data/fci_h_clusters.extxyz", f"-{block['per_size'] * len(block['sizes'])}:")
-    frames = [a for a in frames if len(a) in (6, 7)]
+    pool = ase.io.read(ROOT / "data/fci_h_clusters.extxyz", ":")
+    # the held-out block: the test structures after the first pool
+    frames = [a for a in pool[first_pool_size() :] if a.info["split"] == "test" and len(a) in (6, 7)]
     with multiprocessing.Pool(args.workers) as pool:
         levels = np.array(pool.map(_two_lowest, [a.positions for a in frames], chunksize=8))
     labels = np.array([a.get_potential_energy() for a in frames])
