@@ -1,11 +1,12 @@
-"""Errors of shipped or candidate models on each part of the test split, with bootstrap intervals.
+"""Errors of shipped or candidate models on each part of the test (or validation) split, with bootstrap intervals.
 
-    python training/test_split_errors.py MODEL.pt [MORE.pt ...]
+    python training/split_errors.py MODEL.pt [MORE.pt ...] [--split val]
 
 Parts: the first pool's held-out clusters (the split tag drawn with the first pool) and the
-block ``heldout_test_clusters`` (1200 dense clusters appended to the pool as a larger test
-set), each by density, and the whole test split (what the model cards report). The interval
-is the 2.5-97.5 percentile of the RMSE over 2000 resamplings of the clusters (seed 0).
+held-out block appended for that split (``heldout_test_clusters``: 1200 dense clusters;
+``heldout_val_clusters``: 600), each by density, and the whole split (the model cards report
+the whole test split). The interval is the 2.5-97.5 percentile of the RMSE over 2000
+resamplings of the clusters (seed 0).
 """
 
 from __future__ import annotations
@@ -39,18 +40,19 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", type=Path, nargs="+")
+    parser.add_argument("--split", choices=["test", "val"], default="test")
     args = parser.parse_args()
     pool = ase.io.read(ROOT / "data/fci_h_clusters.extxyz", ":")
-    block_start = first_pool_size()  # test structures after the first pool are the held-out block
-    test = [(i, a) for i, a in enumerate(pool) if a.info["split"] == "test"]
+    block_start = first_pool_size()  # test (val) structures after the first pool are the held-out block
+    test = [(i, a) for i, a in enumerate(pool) if a.info["split"] == args.split]
     for path in args.models:
         calculator = MetatomicCalculator(load_model(path))
         results = calculator.compute_energy([a for _, a in test], compute_forces_and_stresses=True)
         print(f"{path} (energy RMSE meV/atom, force RMSE eV/A, [95% interval])")
         for part, in_part in (
             ("first pool", lambda i: i < block_start),
-            ("heldout_test_clusters", lambda i: i >= block_start),
-            ("whole test split", lambda i: True),
+            (f"heldout_{args.split}_clusters", lambda i: i >= block_start),
+            (f"whole {args.split} split", lambda i: True),
         ):
             for density in ("low", "high"):
                 chosen = [k for k, (i, a) in enumerate(test) if in_part(i) and a.info["set"] == f"cluster_{density}"]
