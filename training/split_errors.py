@@ -44,10 +44,10 @@ def main() -> None:
     args = parser.parse_args()
     pool = ase.io.read(ROOT / "data/fci_h_clusters.extxyz", ":")
     block_start = first_pool_size()  # test (val) structures after the first pool are the held-out block
-    test = [(i, a) for i, a in enumerate(pool) if a.info["split"] == args.split]
+    held_out = [(i, a) for i, a in enumerate(pool) if a.info["split"] == args.split]
     for path in args.models:
         calculator = MetatomicCalculator(load_model(path))
-        results = calculator.compute_energy([a for _, a in test], compute_forces_and_stresses=True)
+        results = calculator.compute_energy([a for _, a in held_out], compute_forces_and_stresses=True)
         print(f"{path} (energy RMSE meV/atom, force RMSE eV/A, [95% interval])")
         for part, in_part in (
             ("first pool", lambda i: i < block_start),
@@ -55,10 +55,10 @@ def main() -> None:
             (f"whole {args.split} split", lambda i: True),
         ):
             for density in ("low", "high"):
-                chosen = [k for k, (i, a) in enumerate(test) if in_part(i) and a.info["set"] == f"cluster_{density}"]
+                chosen = [k for k, (i, a) in enumerate(held_out) if in_part(i) and a.info["set"] == f"cluster_{density}"]
                 if not chosen:
                     continue
-                frames = [test[k][1] for k in chosen]
+                frames = [held_out[k][1] for k in chosen]
                 sizes = np.array([len(a) for a in frames])
                 de = np.array([(results["energy"][k] - a.get_potential_energy()) / len(a) for k, a in zip(chosen, frames)])
                 df2 = np.array([np.sum((results["forces"][k] - a.get_forces()) ** 2) for k, a in zip(chosen, frames)])
