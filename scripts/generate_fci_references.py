@@ -264,20 +264,25 @@ def _lowest_eigenvalue(mf) -> float:
 
 def fci_energy(positions: np.ndarray) -> float:
     """FCI/STO-3G energy (eV), the lowest of several roots (no gradient needed)."""
+    return float(fci_lowest_energies(positions, min(SETTINGS["fallback_roots"], 2 ** len(positions)))[0])
+
+
+def fci_lowest_energies(positions: np.ndarray, nroots: int) -> np.ndarray:
+    """The ``nroots`` lowest FCI/STO-3G energies (eV) of the lowest Sz sector, so over all
+    spin states, ascending; the whole CI space is diagonalised (up to 5000 determinants)."""
     from pyscf import fci, scf
 
     mol = _molecule(positions)
     if len(positions) == 1:
-        return float(scf.ROHF(mol).kernel()) * HARTREE_EV
+        return np.array([float(scf.ROHF(mol).kernel()) * HARTREE_EV])
     mf = scf.RHF(mol) if len(positions) % 2 == 0 else scf.ROHF(mol)
     mf.conv_tol = 1e-12
     mf.kernel()
     solver = fci.FCI(mol, mf.mo_coeff)
     solver.conv_tol = 1e-12
     _exact_ci(solver, mol, limit=5000)
-    solver.nroots = min(SETTINGS["fallback_roots"], 2 ** len(positions))
-    energies = np.atleast_1d(solver.kernel()[0])
-    return float(energies.min()) * HARTREE_EV
+    solver.nroots = nroots
+    return np.sort(np.atleast_1d(solver.kernel()[0])) * HARTREE_EV
 
 
 def random_cluster(rng: np.random.Generator, n: int, density: float) -> np.ndarray:
@@ -336,7 +341,7 @@ def build_structures() -> list[dict]:
                 if u < fractions["train"]
                 else ("val" if u < fractions["train"] + fractions["val"] else "test")
             )
-    # the additions (training only, except the held-out test block), each from its own
+    # the additions (training only, except the held-out blocks), each from its own
     # seed, appended in the order they were added so that every earlier structure keeps
     # its index
     extra = SETTINGS["extra_train_clusters"]

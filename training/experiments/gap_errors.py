@@ -24,23 +24,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 GAP_BINS_EV = ((0.0, 0.1), (0.1, 0.3), (0.3, np.inf))
 
 
-def _two_lowest(positions: np.ndarray) -> np.ndarray:
-    """The two lowest FCI/STO-3G energies (eV), over all spin states, with the whole CI space diagonalised."""
-    from generate_fci_references import HARTREE_EV, _exact_ci, _molecule
-    from pyscf import fci, scf
-
-    mol = _molecule(positions)
-    mf = scf.RHF(mol) if len(positions) % 2 == 0 else scf.ROHF(mol)
-    mf.conv_tol = 1e-12
-    mf.kernel()
-    solver = fci.FCI(mol, mf.mo_coeff)
-    _exact_ci(solver, mol, limit=5000)
-    solver.nroots, solver.conv_tol = 2, 1e-12
-    return np.sort(solver.kernel()[0])[:2] * HARTREE_EV
-
-
 def main() -> None:
-    from generate_fci_references import first_pool_size
+    from generate_fci_references import fci_lowest_energies, first_pool_size
     from metatomic_ase import MetatomicCalculator
 
     from ase_bodyorder.backends.metatomic import load_model
@@ -53,7 +38,7 @@ def main() -> None:
     # the held-out block: the test structures after the first pool
     frames = [a for a in pool[first_pool_size() :] if a.info["split"] == "test" and len(a) in (6, 7)]
     with multiprocessing.Pool(args.workers) as pool:
-        levels = np.array(pool.map(_two_lowest, [a.positions for a in frames], chunksize=8))
+        levels = np.array(pool.starmap(fci_lowest_energies, [(a.positions, 2) for a in frames], chunksize=8))
     labels = np.array([a.get_potential_energy() for a in frames])
     print(f"largest |label - lowest root|: {np.abs(levels[:, 0] - labels).max():.1e} eV")
     results = MetatomicCalculator(load_model(args.model)).compute_energy(frames, compute_forces_and_stresses=True)
