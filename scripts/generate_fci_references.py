@@ -35,7 +35,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 # the committee of the committee-chosen blocks: the three stages of the default PET that
-# shipped, each the model file at a git commit, checked by SHA-256
+# shipped before 2026-12-01 (stages 1-3 of training/pet/stages), each the model file at a
+# git commit, checked by SHA-256
 DEFAULT_PET_COMMITTEE = {
     "path": "ase_bodyorder/models/pet-h-fci.pt",
     "commits": {

@@ -116,11 +116,12 @@ def test_models_command_lists_them(capsys):
 
 
 def test_training_pipeline_smoke(tmp_path):
-    """metatrain on ~20 FCI structures with the committed options of every stage in
-    training/pet/stages (2 epochs, then 1 per fine-tune, if any), laid out and chained as
-    training/train.sh does (run directory: the stage's name, else its options file's stem;
-    a fine-tune reads the previous run's checkpoint); then export: the retraining path
-    works (skipped without the train extra)."""
+    """metatrain on ~20 FCI structures with every committed options file that
+    training/pet/stages names (2 epochs, then 1 per fine-tune; a file that serves several
+    stages runs once, at its first), laid out and chained as training/train.sh does (run
+    directory: the stage's name, else its options file's stem; a fine-tune reads the
+    previous run's checkpoint); then export: the retraining path works (skipped without
+    the train extra)."""
     pytest.importorskip("metatrain")
     import yaml
 
@@ -136,15 +137,18 @@ def test_training_pipeline_smoke(tmp_path):
         if line.strip() and not line.startswith("#")
     ]
     assert stages and stages[0][0] == "options.yaml"
+    run_names = [run_name[0] if run_name else Path(name).stem for name, _pool, *run_name in stages]
+    assert len(set(run_names)) == len(run_names), f"two stages share a run directory: {run_names}"
+    first_of_each_file = [i for i, (name, *_) in enumerate(stages) if name not in [s[0] for s in stages[:i]]]
     runs: list[Path] = []
-    for i, (name, _pool, *run_name) in enumerate(stages):
+    for i in first_of_each_file:
+        name = stages[i][0]
         options = yaml.safe_load((root / "training/pet" / name).read_text())
         assert ("finetune" in options["architecture"]["training"]) == (i > 0)
         options["architecture"]["training"].update(num_epochs=2 if i == 0 else 1, batch_size=8, log_interval=1)
         if runs:
             options["architecture"]["training"]["finetune"]["read_from"] = f"../{runs[-1].name}/model.ckpt"
-        run = tmp_path / (run_name[0] if run_name else Path(name).stem)
-        assert run not in runs, f"two stages share the run directory {run.name}"
+        run = tmp_path / run_names[i]
         runs.append(run)
         shutil.copytree(splits, run / "splits")
         (run / "options.yaml").write_text(yaml.safe_dump(options))
