@@ -359,25 +359,25 @@ def build_structures() -> list[dict]:
     for name, sizes, per_size in extra["sets"]:
         structures += _drawn_clusters(rng, name, sizes, per_size)
     for name in DRAWN_TRAINING_BLOCKS:
-        block = SETTINGS[name]
-        structures += _drawn_clusters(
-            np.random.default_rng(block["seed"]),
-            block["density"],
-            block["sizes"],
-            block["per_size"],
-            keep=_cluster_filter(block),
-        )
+        structures += _block_clusters(SETTINGS[name])
     for name in COMMITTEE_BLOCKS:
         structures += _committee_clusters(SETTINGS[name])
-    for name in HELDOUT_BLOCKS:
-        block = SETTINGS[name]
-        structures += _drawn_clusters(
-            np.random.default_rng(block["seed"]), block["density"], block["sizes"], block["per_size"], split=block["split"]
-        )
-    for name in LATE_TRAINING_BLOCKS:
-        block = SETTINGS[name]
-        structures += _drawn_clusters(np.random.default_rng(block["seed"]), block["density"], block["sizes"], block["per_size"])
+    for name in HELDOUT_BLOCKS + LATE_TRAINING_BLOCKS:
+        structures += _block_clusters(SETTINGS[name])
     return structures
+
+
+def _block_clusters(block: dict) -> list[dict]:
+    """A settings block's clusters, drawn from its own seed with its filter (if any), for
+    its split (training unless it names one)."""
+    return _drawn_clusters(
+        np.random.default_rng(block["seed"]),
+        block["density"],
+        block["sizes"],
+        block["per_size"],
+        keep=_cluster_filter(block),
+        split=block.get("split", "train"),
+    )
 
 
 def _committee_clusters(block: dict) -> list[dict]:
