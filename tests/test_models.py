@@ -139,10 +139,11 @@ def test_training_pipeline_smoke(tmp_path):
     assert stages and stages[0][0] == "options.yaml"
     run_names = [run_name[0] if run_name else Path(name).stem for name, _pool, *run_name in stages]
     assert len(set(run_names)) == len(run_names), f"two stages share a run directory: {run_names}"
-    first_of_each_file = [i for i, (name, *_) in enumerate(stages) if name not in [s[0] for s in stages[:i]]]
+    first_stage_of: dict[str, int] = {}  # each options file runs once, at its first stage
+    for i, (name, *_) in enumerate(stages):
+        first_stage_of.setdefault(name, i)
     runs: list[Path] = []
-    for i in first_of_each_file:
-        name = stages[i][0]
+    for name, i in first_stage_of.items():
         options = yaml.safe_load((root / "training/pet" / name).read_text())
         assert ("finetune" in options["architecture"]["training"]) == (i > 0)
         options["architecture"]["training"].update(num_epochs=2 if i == 0 else 1, batch_size=8, log_interval=1)
