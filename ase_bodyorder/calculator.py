@@ -1,100 +1,74 @@
 """BodyOrderCalculator: an MLIP's energy, forces, stress truncated at body order K.
 
-Plan (expansion.py: which subclusters), compute (a backend: their energies and
-forces), assemble (here: fixed linear combinations of them), as in DESIGN.md sections
-1-6.
+Plan (which subclusters), evaluate (a backend: their energies and forces, packed),
+assemble (fixed linear combinations of them): the three steps of assemble.py, joined
+into an ASE calculator (docs/design.md).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 import ase
 import numpy as np
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.calculator import (
+    BaseCalculator,
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+)
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .assemble import Subclusters, assemble, evaluate_batch, plan_subclusters
 from .backends.ase_calculator import AseCalculatorBackend
 from .backends.base import Backend, ClusterBatch
 from .checks import check_locality
-from .expansion import ExpansionPlan, build_body_graph, check_fragments, plan_expansion
+from .expansion import check_fragments
 
 __all__ = ["BodyOrderCalculator", "MODEL_CUTOFF", "make_backend"]
 
-
-class _ModelCutoff:
-    def __repr__(self) -> str:
-        return "MODEL_CUTOFF"
-
-
 #: default ``cutoff``: the largest neighbour-list cutoff the model requests
-MODEL_CUTOFF = _ModelCutoff()
+MODEL_CUTOFF = "model"
+
+#: settings whose change makes the cached enumeration and the last results stale
+_PLAN_PARAMETERS = {"max_order", "cutoff", "fragments", "skin", "max_subclusters"}
 
 
-def make_backend(model, device: str | None = None) -> Backend:
-    """A backend for a metatomic model (path, ``"default"``, loaded model), any ASE
-    calculator, or a ready :class:`~ase_bodyorder.backends.Backend`."""
+def make_backend(
+    model, device: str | None = None, *, variant: str | None = None, extensions_directory=None
+) -> Backend:
+    """A backend for a metatomic model (path, ``"default"`` or a shipped model's name,
+    loaded model), any ASE calculator, or a ready
+    :class:`~ase_bodyorder.backends.Backend`.
+
+    ``variant`` (the energy output ``energy/<variant>``) and ``extensions_directory``
+    are passed to metatomic, as metatomic's own calculator takes them.
+    """
     if isinstance(model, Backend):
         return model
-    if isinstance(model, Calculator):
+    if isinstance(model, BaseCalculator):
+        if variant is not None or extensions_directory is not None:
+            raise ValueError("variant and extensions_directory apply to metatomic models, not ASE calculators")
         return AseCalculatorBackend(model)
     from .backends.metatomic import MetatomicBackend
     from .models import resolve_model
 
     if isinstance(model, (str, os.PathLike)):
         model = resolve_model(model)
-    return MetatomicBackend(model, device=device)
+    return MetatomicBackend(model, device=device, variant=variant, extensions_directory=extensions_directory)
 
 
-@dataclass
-class _Layout:
-    """The atoms of every subcluster of a plan, concatenated: sizes 2..K (atoms as
-    bodies: the 1-body energies come from a per-species cache) or 1..K (fragments)."""
+def _setting(name: str, doc: str) -> property:
+    """A plain attribute backed by ``parameters``: assigning it goes through set()."""
 
-    first_order: int
-    parent: np.ndarray  # (P,) home-cell atom of each subcluster atom
-    shift: np.ndarray  # (P, 3) lattice shift of each subcluster atom
-    ptr: np.ndarray  # (M + 1,)
-    order_of_cluster: np.ndarray  # (M,) body count of each subcluster
-    atom_counts: list[np.ndarray]  # per order: number of atoms in each subset
+    def get(self):
+        return self.parameters[name]
 
+    def put(self, value):
+        self.set(**{name: value})
 
-def _layout(plan: ExpansionPlan, atoms_as_bodies: bool) -> _Layout:
-    first = 2 if atoms_as_bodies else 1
-    graph = plan.graph
-    body_sizes = np.array([len(a) for a in graph.atoms_of_body])
-    body_start = np.concatenate([[0], np.cumsum(body_sizes)])
-    body_atoms = np.concatenate(graph.atoms_of_body)
-    parents, shifts, sizes, orders = [], [], [], []
-    atom_counts = []
-    for k in range(1, plan.max_order + 1):
-        body, shift = plan.images(k)  # (M, k), (M, k, 3)
-        counts = body_sizes[body].sum(axis=1)
-        atom_counts.append(counts)
-        if k < first or len(body) == 0:
-            continue
-        flat_body = body.reshape(-1)
-        n = body_sizes[flat_body]
-        # every atom of every member body, members in order
-        member = np.repeat(np.arange(len(flat_body)), n)
-        within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-        atom = body_atoms[body_start[flat_body][member] + within]
-        parents.append(atom)
-        shifts.append(shift.reshape(-1, 3)[member] + graph.atom_offsets[atom])
-        sizes.append(counts)
-        orders.append(np.full(len(body), k))
-    if parents:
-        parent = np.concatenate(parents)
-        shift = np.concatenate(shifts)
-        size = np.concatenate(sizes)
-        order = np.concatenate(orders)
-    else:
-        parent, shift = np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
-        size, order = np.zeros(0, np.int64), np.zeros(0, np.int64)
-    ptr = np.concatenate([[0], np.cumsum(size)])
-    return _Layout(first, parent, shift, ptr, order, atom_counts)
+    return property(get, put, doc=doc)
 
 
 class BodyOrderCalculator(Calculator):
@@ -102,20 +76,24 @@ class BodyOrderCalculator(Calculator):
 
     E^(K) = sum over connected sets S of at most K bodies of eps(S), where eps(S) is the
     inclusion-exclusion of the model's energies of the isolated subclusters of S
-    (DESIGN.md section 1). Forces, stress and per-atom energies are the same linear
-    combination of subcluster quantities.
+    (docs/design.md). Forces, stress and per-atom energies are the same linear
+    combination of subcluster quantities. Each calculation is the three public steps of
+    :mod:`ase_bodyorder.assemble`: plan, evaluate (packed), assemble.
 
-    :param model: a metatomic model (path to an exported ``.pt``, ``"default"`` for the
-        shipped model, or a loaded ``AtomisticModel``), any ASE ``Calculator``, or a
+    :param model: a metatomic model (path to an exported ``.pt``, ``"default"`` or a
+        shipped model's name, or a loaded ``AtomisticModel``), any ASE calculator, or a
         :class:`~ase_bodyorder.backends.Backend`
     :param max_order: body order K >= 1, or None for the plain model (no truncation)
     :param cutoff: locality radius in angstrom: bodies with no atoms closer than this do
-        not interact. Default: the largest neighbour-list cutoff a metatomic model
-        requests (an ASE calculator needs it given). ``None`` takes every subset: exact
-        for any model, combinatorial cost, finite systems only.
+        not interact. Default ``"model"`` (:data:`MODEL_CUTOFF`): the largest
+        neighbour-list cutoff a metatomic model requests (an ASE calculator needs it
+        given). ``None`` takes every subset: exact for any model, combinatorial cost,
+        finite systems only.
     :param fragments: lists of atom indices (disjoint, covering every atom) to use as
         bodies instead of atoms, e.g. molecules
     :param device: torch device for metatomic models
+    :param variant: the model's energy variant (``energy/<variant>``), metatomic only
+    :param extensions_directory: where a metatomic model's compiled extensions live
     :param skin: extra radius (A) for the body graph; the enumeration is then reused
         across calls until an atom moves more than skin/2 (exact: the extra subsets
         have eps = 0)
@@ -127,6 +105,11 @@ class BodyOrderCalculator(Calculator):
     :param forces_with_energy: compute forces whenever the energy is asked for, so that
         ASE's later ``get_forces()`` costs nothing (as metatomic's calculator does)
 
+    The settings are ASE ``parameters``: ``calc.set(max_order=2)``, or assigning
+    ``calc.max_order = 2``, changes them and discards what they invalidate (results,
+    the cached enumeration, the locality probe); ``calc.todict()`` lists them. The
+    model itself is fixed: make a new calculator for another model.
+
     ``results`` holds ``energy``, ``free_energy``, ``forces``, ``energies`` (per atom:
     each eps(S) shared equally among the atoms of S), ``stress`` (periodic cells) and,
     when truncated, ``body_order_energies`` (dE_1..dE_K, eV), ``truncated_energies``
@@ -136,14 +119,35 @@ class BodyOrderCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
+    default_parameters = {
+        "max_order": None,
+        "cutoff": MODEL_CUTOFF,
+        "fragments": None,
+        "skin": 0.0,
+        "max_subclusters": 5_000_000,
+        "max_atoms_per_chunk": 16384,
+        "check_locality": True,
+        "forces_with_energy": True,
+    }
+
+    max_order = _setting("max_order", "body order K >= 1, or None for the plain model")
+    fragments = _setting("fragments", "atom-index lists used as bodies, or None (atoms)")
+    skin = _setting("skin", "extra radius (A) that lets the enumeration be reused")
+    max_subclusters = _setting("max_subclusters", "largest expansion evaluated")
+    max_atoms_per_chunk = _setting("max_atoms_per_chunk", "atoms per model call")
+    check_locality = _setting("check_locality", "probe the model's locality at start-up")
+    forces_with_energy = _setting("forces_with_energy", "compute forces with every energy")
+
     def __init__(
         self,
         model,
         max_order: int | None = None,
         *,
-        cutoff: float | None | _ModelCutoff = MODEL_CUTOFF,
+        cutoff: float | str | None = MODEL_CUTOFF,
         fragments: list[list[int]] | None = None,
         device: str | None = None,
+        variant: str | None = None,
+        extensions_directory: str | os.PathLike | None = None,
         skin: float = 0.0,
         max_subclusters: int | None = 5_000_000,
         max_atoms_per_chunk: int = 16384,
@@ -151,43 +155,118 @@ class BodyOrderCalculator(Calculator):
         forces_with_energy: bool = True,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if max_order is not None:
-            if isinstance(max_order, bool) or not isinstance(max_order, (int, np.integer)):
-                raise TypeError(f"max_order must be an integer >= 1 or None, got {max_order!r}")
-            if max_order < 1:
-                raise ValueError(f"max_order must be >= 1, got {max_order}")
-            max_order = int(max_order)
-        if skin < 0:
-            raise ValueError(f"skin must be >= 0, got {skin}")
-        if max_atoms_per_chunk < 1:
-            raise ValueError(f"max_atoms_per_chunk must be >= 1, got {max_atoms_per_chunk}")
-        self.backend = make_backend(model, device)
-        if cutoff is MODEL_CUTOFF:
-            cutoff = self.backend.default_cutoff
-            if cutoff is None:
-                raise ValueError(
-                    f"{self.backend.describe().get('model', 'this model')} does not say how "
-                    "far it reaches: give cutoff=... (angstrom), or cutoff=None for every subset"
-                )
-        elif cutoff is not None and not (np.isfinite(cutoff) and cutoff > 0):
-            raise ValueError(f"cutoff must be a positive number of angstrom or None, got {cutoff!r}")
-        self.max_order = max_order
-        self.cutoff = None if cutoff is None else float(cutoff)
-        self.fragments = None if fragments is None else [list(map(int, f)) for f in fragments]
-        self.skin = float(skin)
-        self.max_subclusters = max_subclusters
-        self.max_atoms_per_chunk = int(max_atoms_per_chunk)
-        self.check_locality = check_locality
-        self.forces_with_energy = bool(forces_with_energy)
+        self.backend = make_backend(model, device, variant=variant, extensions_directory=extensions_directory)
+        self._model_settings = {"model": _model_name(model, self.backend)}
+        if device is not None:
+            self._model_settings["device"] = str(device)
+        if variant is not None:
+            self._model_settings["variant"] = variant
         self._checked_species: set[int] = set()
         self._one_body: dict[int, float] = {}
-        self._plan_cache: dict[int, tuple] = {}
+        self._plan_cache: dict[int, tuple[ase.Atoms, Subclusters]] = {}
         self._fragments_checked_for: int | None = None
         #: seconds spent in each stage of the last calculation
         self.timings: dict[str, float] = {}
+        super().__init__(
+            max_order=max_order,
+            cutoff=cutoff,
+            fragments=fragments,
+            skin=skin,
+            max_subclusters=max_subclusters,
+            max_atoms_per_chunk=max_atoms_per_chunk,
+            check_locality=check_locality,
+            forces_with_energy=forces_with_energy,
+            **kwargs,
+        )
 
     # ------------------------------------------------------------------------------
+    # settings, as ASE calculators keep them
+
+    @property
+    def cutoff(self) -> float | None:
+        """The locality radius in use (A): the model's when ``cutoff="model"``."""
+        value = self.parameters["cutoff"]
+        return self.backend.default_cutoff if value == MODEL_CUTOFF else value
+
+    @cutoff.setter
+    def cutoff(self, value) -> None:
+        self.set(cutoff=value)
+
+    def set(self, **kwargs) -> dict:
+        """Change settings; returns those that changed. Results, the cached
+        enumeration and the locality probe are discarded when a setting they depend on
+        changes."""
+        unknown = sorted(set(kwargs) - set(self.default_parameters))
+        if unknown:
+            if "model" in unknown or "device" in unknown:
+                raise ValueError("the model and device are fixed: create a new BodyOrderCalculator")
+            raise TypeError(
+                f"unknown setting(s) {unknown}; BodyOrderCalculator takes {sorted(self.default_parameters)}"
+            )
+        checked = {key: self._checked_setting(key, value) for key, value in kwargs.items()}
+        # every value is plain Python (numbers, strings, lists): compare with ==, since
+        # ASE's own comparison fails on ragged lists such as fragments
+        changed = {k: v for k, v in checked.items() if k not in self.parameters or self.parameters[k] != v}
+        self.parameters.update(changed)
+        if changed.keys() & _PLAN_PARAMETERS:
+            self.reset()
+            self._plan_cache.clear()
+        if "cutoff" in changed:
+            self._checked_species.clear()  # probe the new cutoff
+        if "fragments" in changed:
+            self._fragments_checked_for = None
+        return changed
+
+    def _checked_setting(self, key: str, value):
+        """``value`` validated (and made plain: ints, floats, lists) for ``key``."""
+        if key == "max_order":
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"max_order must be an integer >= 1 or None, got {value!r}")
+            if value < 1:
+                raise ValueError(f"max_order must be >= 1, got {value}")
+            return int(value)
+        if key == "cutoff":
+            if value is None:
+                return None
+            if isinstance(value, str):
+                if value != MODEL_CUTOFF:
+                    raise ValueError(f"cutoff must be a number of angstrom, {MODEL_CUTOFF!r} or None, got {value!r}")
+                if self.backend.default_cutoff is None:
+                    raise ValueError(
+                        f"{self.backend.describe().get('model', 'this model')} does not say how "
+                        "far it reaches: give cutoff=... (angstrom), or cutoff=None for every subset"
+                    )
+                return MODEL_CUTOFF
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
+                np.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"cutoff must be a positive number of angstrom, {MODEL_CUTOFF!r} or None, got {value!r}")
+            return float(value)
+        if key == "fragments":
+            return None if value is None else [[int(a) for a in f] for f in value]
+        if key == "skin":
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"skin must be >= 0, got {value}")
+            return float(value)
+        if key == "max_atoms_per_chunk":
+            if int(value) < 1:
+                raise ValueError(f"max_atoms_per_chunk must be >= 1, got {value}")
+            return int(value)
+        if key == "max_subclusters":
+            return None if value is None else int(value)
+        return bool(value)  # check_locality, forces_with_energy
+
+    def todict(self, skip_default: bool = True) -> dict:
+        """The model and the settings (without those left at their defaults, as ASE
+        does), as plain JSON-ready values."""
+        settings = {
+            key: value
+            for key, value in self.parameters.items()
+            if not (skip_default and value == self.default_parameters.get(key, object()))
+        }
+        return {**self._model_settings, **settings}
 
     def describe(self) -> dict:
         """Settings and model metadata, for logs."""
@@ -198,6 +277,8 @@ class BodyOrderCalculator(Calculator):
             skin=self.skin,
         )
         return info
+
+    # ------------------------------------------------------------------------------
 
     def _validate(self, atoms: ase.Atoms) -> None:
         positions = atoms.positions
@@ -217,12 +298,13 @@ class BodyOrderCalculator(Calculator):
             check_locality(self.backend, np.array(sorted(new | self._checked_species)), self.cutoff)
         self._checked_species |= new
 
-    def _plan(self, atoms: ase.Atoms, slot: int = 0) -> tuple[ExpansionPlan, _Layout]:
-        """The enumeration for ``atoms``; with a skin, reused while atoms move less than
-        skin/2 since the last one (one cache per slot: each bead of a batch has its own)."""
+    def _plan(self, atoms: ase.Atoms, slot: int = 0) -> Subclusters:
+        """The subclusters of ``atoms``; with a skin, the enumeration is reused while
+        atoms move less than skin/2 since it was made (one cache per slot: each bead of
+        a batch has its own)."""
         cache = self._plan_cache.get(slot)
         if cache is not None and self.skin > 0:
-            old_atoms, plan, layout = cache
+            old_atoms, subclusters = cache
             if (
                 len(old_atoms) == len(atoms)
                 and np.array_equal(old_atoms.numbers, atoms.numbers)
@@ -231,22 +313,27 @@ class BodyOrderCalculator(Calculator):
                 and np.max(np.linalg.norm(atoms.positions - old_atoms.positions, axis=1), initial=0)
                 < 0.5 * self.skin
             ):
-                return plan, layout
+                return subclusters.at(atoms)
         cutoff = None if self.cutoff is None else self.cutoff + self.skin
-        graph = build_body_graph(atoms.positions, atoms.cell.array, atoms.pbc, cutoff, self.fragments)
-        plan = plan_expansion(graph, self.max_order, self.max_subclusters)
-        layout = _layout(plan, atoms_as_bodies=self.fragments is None)
-        self._plan_cache[slot] = (atoms.copy(), plan, layout)
-        return plan, layout
+        subclusters = plan_subclusters(
+            atoms,
+            self.max_order,
+            cutoff,
+            fragments=self.fragments,
+            max_subclusters=self.max_subclusters,
+            one_body_per_species=True,
+        )
+        self._plan_cache[slot] = (atoms.copy(), subclusters)
+        return subclusters
 
-    def _one_body_energies(self, numbers: np.ndarray) -> np.ndarray:
+    def _one_body_energies(self, species: list[int]) -> dict[int, float]:
         """Isolated-atom energies: they depend on the species only, computed once."""
-        missing = sorted(set(numbers.tolist()) - set(self._one_body))
+        missing = sorted(set(species) - set(self._one_body))
         if missing:
             batch = ClusterBatch(np.zeros((len(missing), 3)), np.array(missing), np.arange(len(missing) + 1))
             energies, _ = self.backend.evaluate(batch, forces=False)
             self._one_body.update(zip(missing, energies.tolist()))
-        return np.array([self._one_body[z] for z in numbers.tolist()])
+        return {z: self._one_body[z] for z in species}
 
     # ------------------------------------------------------------------------------
 
@@ -261,7 +348,7 @@ class BodyOrderCalculator(Calculator):
         if self.max_order is None:
             self._calculate_plain(atoms, want_forces, want_stress)
         else:
-            self._calculate_truncated(atoms, want_forces, want_stress)
+            self.results.update(self._truncated([atoms], want_forces, want_stress)[0])
 
     def _calculate_plain(self, atoms: ase.Atoms, forces: bool, stress: bool) -> None:
         start = time.perf_counter()
@@ -274,9 +361,6 @@ class BodyOrderCalculator(Calculator):
         if stress:
             self.results["stress"] = full_3x3_to_voigt_6_stress(result["stress"])
         self.timings = {"model": time.perf_counter() - start}
-
-    def _calculate_truncated(self, atoms: ase.Atoms, forces: bool, stress: bool) -> None:
-        self.results.update(self._truncated([atoms], forces, stress)[0])
 
     def compute_many(
         self, structures: list[ase.Atoms], forces: bool = True, stress: bool = False
@@ -295,110 +379,41 @@ class BodyOrderCalculator(Calculator):
         return self._truncated(structures, forces or stress, stress)
 
     def _truncated(self, structures: list[ase.Atoms], forces: bool, stress: bool) -> list[dict]:
-        timings = {"enumerate": 0.0, "pack": 0.0, "model": 0.0, "assemble": 0.0}
-        prepared = []
-        for slot, atoms in enumerate(structures):
-            t0 = time.perf_counter()
-            plan, layout = self._plan(atoms, slot)
-            t1 = time.perf_counter()
-            positions = atoms.positions[layout.parent] + layout.shift @ atoms.cell.array
-            prepared.append((plan, layout, positions))
-            timings["enumerate"] += t1 - t0
-            timings["pack"] += time.perf_counter() - t1
-
+        t0 = time.perf_counter()
+        planned = [self._plan(atoms, slot) for slot, atoms in enumerate(structures)]
+        t1 = time.perf_counter()
         # every subcluster of every structure in one batch, evaluated in chunks
-        t2 = time.perf_counter()
-        sizes = np.concatenate([np.diff(layout.ptr) for _, layout, _ in prepared])
         batch = ClusterBatch(
-            np.concatenate([p for _, _, p in prepared]),
-            np.concatenate([atoms.numbers[layout.parent] for atoms, (_, layout, _) in zip(structures, prepared)]),
-            np.concatenate([[0], np.cumsum(sizes)]),
+            np.concatenate([s.positions for s in planned]),
+            np.concatenate([s.numbers for s in planned]),
+            np.concatenate([[0], np.cumsum(np.concatenate([np.diff(s.ptr) for s in planned]))]),
         )
-        timings["pack"] += time.perf_counter() - t2
+        t2 = time.perf_counter()
+        energies, cluster_forces = evaluate_batch(self.backend, batch, forces, self.max_atoms_per_chunk)
         t3 = time.perf_counter()
-        energies = np.empty(batch.n_clusters)
-        cluster_forces = np.zeros((batch.n_atoms, 3)) if forces else None
-        for first, chunk in batch.chunks(self.max_atoms_per_chunk):
-            e, f = self.backend.evaluate(chunk, forces)
-            energies[first : first + chunk.n_clusters] = e
-            if forces:
-                cluster_forces[batch.ptr[first] : batch.ptr[first + chunk.n_clusters]] = f
-        timings["model"] = time.perf_counter() - t3
-
-        t4 = time.perf_counter()
+        one_body = self._one_body_energies(sorted({z for s in planned for z in s.one_body_species()}))
         results = []
         cluster_offset = atom_offset = 0
-        for atoms, (plan, layout, positions) in zip(structures, prepared):
-            m, p = len(layout.ptr) - 1, int(layout.ptr[-1])
-            results.append(
-                self._assemble(
-                    atoms,
-                    plan,
-                    layout,
-                    positions,
-                    energies[cluster_offset : cluster_offset + m],
-                    None if cluster_forces is None else cluster_forces[atom_offset : atom_offset + p],
-                    stress,
-                )
+        for subclusters in planned:
+            m, p = len(subclusters), int(subclusters.ptr[-1])
+            result = assemble(
+                subclusters,
+                energies[cluster_offset : cluster_offset + m],
+                None if cluster_forces is None else cluster_forces[atom_offset : atom_offset + p],
+                one_body_energies=one_body,
+                stress=stress,
             )
+            del result["eps"]  # ragged: not an ASE result (assemble() gives it)
+            results.append(result)
             cluster_offset += m
             atom_offset += p
-        timings["assemble"] = time.perf_counter() - t4
-        self.timings = timings
+        t4 = time.perf_counter()
+        self.timings = {"enumerate": t1 - t0, "pack": t2 - t1, "model": t3 - t2, "assemble": t4 - t3}
         return results
 
-    def _assemble(self, atoms, plan, layout, positions, energies, cluster_forces, stress) -> dict:
-        """E^(K), dE_k, per-atom shares, forces and stress of one structure from the
-        energies and forces of its subclusters."""
-        K = self.max_order
-        n_atoms = len(atoms)
-        sizes = np.diff(layout.ptr)
-        # energies of the subsets of each order, in the plan's order
-        per_order = []
-        offset = 0
-        for k in range(1, K + 1):
-            m = len(plan.subsets[k - 1])
-            if k < layout.first_order:
-                body, _ = plan.images(k)
-                per_order.append(self._one_body_energies(atoms.numbers[body[:, 0]]))
-            else:
-                per_order.append(energies[offset : offset + m])
-                offset += m
-        coefficients = plan.coefficients(K)
-        eps = plan.eps(per_order)
-        energy = float(sum(np.dot(c, e) for c, e in zip(coefficients, per_order)))
-        body_order = np.array([e.sum() for e in eps])
 
-        # per-atom energies: each eps(S) shared equally among the atoms of S
-        per_atom = np.zeros((n_atoms, K))
-        if layout.first_order == 2:
-            per_atom[:, 0] = eps[0]  # atoms as bodies: eps({i}) = E({i})
-        share = np.concatenate(
-            [np.zeros(0)]
-            + [eps[k - 1] / layout.atom_counts[k - 1] for k in range(layout.first_order, K + 1)]
-        )
-        order_of_atom = np.repeat(layout.order_of_cluster, sizes)
-        np.add.at(per_atom, (layout.parent, order_of_atom - 1), np.repeat(share, sizes))
-
-        results = dict(
-            energy=energy,
-            free_energy=energy,
-            energies=per_atom.sum(axis=1),
-            body_order_energies=body_order,
-            truncated_energies=np.cumsum(body_order),
-            subcluster_counts=plan.counts.copy(),
-            per_atom_body_order_energies=per_atom,
-        )
-        if cluster_forces is not None:
-            weight = np.concatenate(
-                [np.zeros(0)] + [coefficients[k - 1] for k in range(layout.first_order, K + 1)]
-            )
-            weighted = cluster_forces * np.repeat(weight, sizes)[:, None]
-            total = np.zeros((n_atoms, 3))
-            np.add.at(total, layout.parent, weighted)
-            results["forces"] = total
-            if stress:
-                # virial of each subcluster in its unwrapped positions (section 3)
-                virial = -np.einsum("pa,pb->ab", weighted, positions)
-                results["stress"] = full_3x3_to_voigt_6_stress(virial / atoms.get_volume())
-        return results
+def _model_name(model, backend: Backend) -> str:
+    """How todict() names the model: the path or name given, else the backend's."""
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    return str(backend.describe().get("model", type(model).__name__))

@@ -19,13 +19,15 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+import sys
+
 import numpy as np
-import vesin
 
 __all__ = [
     "BodyGraph",
     "ExpansionTooLargeError",
     "ExpansionPlan",
+    "atom_pairs",
     "build_body_graph",
     "check_fragments",
     "molecules",
@@ -135,13 +137,7 @@ def build_body_graph(
         return BodyGraph(bodies, offsets, i, j, np.zeros((len(i), 3), np.int64), False, None)
 
     box = np.asarray(cell, dtype=np.float64) if periodic else np.zeros((3, 3))
-    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    ai, aj, shifts = calculator.compute(
-        points=positions, box=box, periodic=pbc if periodic else False, quantities="ijS"
-    )
-    ai = ai.astype(np.int64)
-    aj = aj.astype(np.int64)
-    shifts = shifts.astype(np.int64)
+    ai, aj, shifts = atom_pairs(positions, box, pbc, float(cutoff))
 
     if fragments is not None and periodic:
         offsets = _unwrap_fragments(positions, box, pbc, bodies)
@@ -159,6 +155,32 @@ def build_body_graph(
     return BodyGraph(
         bodies, offsets, edges[:, 0], edges[:, 1], edges[:, 2:5], periodic, float(cutoff)
     )
+
+
+def atom_pairs(
+    positions: np.ndarray, box: np.ndarray, pbc: np.ndarray, cutoff: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ordered pair (i, j, shift) of atoms closer than ``cutoff`` (a full list).
+
+    vesin is fast, but importing it imports torch when torch is installed. So it is used
+    only once torch is loaded anyway (metatomic models); otherwise (an ASE calculator
+    as the model, which evaluates one subcluster at a time and so never waits on this)
+    ASE's own neighbour list gives the same pairs without loading torch.
+    """
+    periodic = bool(np.any(pbc))
+    if "torch" in sys.modules:
+        import vesin
+
+        ai, aj, shifts = vesin.NeighborList(cutoff=cutoff, full_list=True).compute(
+            points=positions, box=box, periodic=pbc if periodic else False, quantities="ijS"
+        )
+    else:
+        import ase
+        from ase.neighborlist import neighbor_list
+
+        atoms = ase.Atoms(positions=positions, cell=box if periodic else None, pbc=pbc)
+        ai, aj, shifts = neighbor_list("ijS", atoms, cutoff)
+    return ai.astype(np.int64), aj.astype(np.int64), shifts.astype(np.int64)
 
 
 def _unwrap_fragments(

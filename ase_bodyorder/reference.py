@@ -26,7 +26,8 @@ from ase.calculators.calculator import Calculator, all_changes
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
-from .backends.base import Backend, ClusterBatch, intra_cluster_pairs
+from .backends.base import Backend, ClusterBatch
+from .backends.packing import intra_cluster_pairs
 
 __all__ = [
     "ReferencePotential",

@@ -1,10 +1,25 @@
 """Backends evaluate energies and forces of many isolated subclusters.
 
-They know nothing of body orders (DESIGN.md section 6).
+They know nothing of body orders (docs/design.md, "Plan, evaluate, assemble"). The
+metatomic backend needs torch; it is imported only when asked for, so that the ASE
+calculator backend and everything else work without loading torch.
 """
 
-from .ase_calculator import AseCalculatorBackend
+from __future__ import annotations
+
+import importlib
+
 from .base import Backend, ClusterBatch
-from .metatomic import MetatomicBackend
 
 __all__ = ["AseCalculatorBackend", "Backend", "ClusterBatch", "MetatomicBackend"]
+
+_LAZY = {
+    "AseCalculatorBackend": ".ase_calculator",
+    "MetatomicBackend": ".metatomic",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

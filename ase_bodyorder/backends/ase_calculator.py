@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ase
 import numpy as np
-from ase.calculators.calculator import Calculator
+from ase.calculators.calculator import BaseCalculator
 
 from .base import Backend, ClusterBatch
 
@@ -20,8 +20,10 @@ class AseCalculatorBackend(Backend):
 
     packed = False
 
-    def __init__(self, calculator: Calculator):
-        if not isinstance(calculator, Calculator) and not hasattr(calculator, "get_potential_energy"):
+    def __init__(self, calculator: BaseCalculator):
+        # any ASE calculator: Calculator subclasses and the others (SumCalculator,
+        # LinearCombinationCalculator, ...) share BaseCalculator
+        if not isinstance(calculator, BaseCalculator) and not hasattr(calculator, "get_potential_energy"):
             raise TypeError(f"expected an ASE calculator, got {type(calculator).__name__}")
         self.calculator = calculator
         self.default_cutoff = None

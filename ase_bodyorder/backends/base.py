@@ -1,5 +1,8 @@
 """What every backend shares: the batch of subclusters, chunking, the backend contract.
 
+No torch here: the ASE-calculator backend and everything that only reads logs must
+import without it.
+
 A backend evaluates the energies (and forces) of many small isolated clusters. It knows
 nothing of body orders or coefficients (DESIGN.md section 6).
 """
@@ -11,9 +14,8 @@ from dataclasses import dataclass
 
 import ase
 import numpy as np
-import torch
 
-__all__ = ["Backend", "ClusterBatch", "intra_cluster_pairs"]
+__all__ = ["Backend", "ClusterBatch"]
 
 
 @dataclass
@@ -58,40 +60,6 @@ class ClusterBatch:
             last = min(max(last, first + 1), self.n_clusters)
             yield first, self.slice(first, last)
             first = last
-
-
-def intra_cluster_pairs(
-    positions: torch.Tensor, ptr: np.ndarray, cutoff: float, full_list: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pairs (i, j) of atoms in the same cluster closer than ``cutoff``.
-
-    Built directly from the cluster layout (clusters are tiny), so that atoms of
-    different clusters never see each other whatever their positions. Clusters of equal
-    size share one index pattern, which keeps this vectorised.
-    """
-    sizes = np.diff(ptr)
-    starts = np.asarray(ptr[:-1])
-    first, second = [], []
-    for size in np.unique(sizes):
-        if size < 2:
-            continue
-        local_i, local_j = np.triu_indices(size, k=1)
-        base = starts[sizes == size][:, None]
-        first.append((base + local_i).ravel())
-        second.append((base + local_j).ravel())
-    device = positions.device
-    if not first:
-        empty = torch.zeros(0, dtype=torch.int64, device=device)
-        return empty, empty
-    i = torch.from_numpy(np.concatenate(first)).to(device)
-    j = torch.from_numpy(np.concatenate(second)).to(device)
-    with torch.no_grad():
-        distance = torch.linalg.norm(positions[j] - positions[i], dim=1)
-    keep = distance < cutoff
-    i, j = i[keep], j[keep]
-    if full_list:
-        i, j = torch.cat([i, j]), torch.cat([j, i])
-    return i, j
 
 
 class Backend(abc.ABC):

@@ -28,7 +28,8 @@ from metatomic.torch import (
     pick_output,
 )
 
-from .base import Backend, ClusterBatch, intra_cluster_pairs
+from .base import Backend, ClusterBatch
+from .packing import intra_cluster_pairs
 
 __all__ = ["MetatomicBackend", "load_model"]
 
