@@ -1,27 +1,33 @@
 """i-PI: a socket client for the body-order driver, and in-process runs with the log.
 
-- :func:`run_client` connects a :class:`plugins/ipi_bodyorder.py` driver to an i-PI server
-  (the i-PI socket protocol, single and batched). Unlike a loop that waits on the socket
-  forever, it exits with an error when the server goes away or stops answering.
+- :func:`run_client` connects a :class:`~ase_bodyorder.ipi_driver.BodyOrderDriver` to
+  an i-PI server (the i-PI socket protocol, single and batched). Unlike a loop that
+  waits on the socket forever, it exits with an error when the server goes away or
+  stops answering.
 - :func:`run_inprocess` runs an i-PI input in this process (i-PI's
-  ``InteractiveSimulation``), with the force field ``<ffdirect>`` on the plugin, and
-  writes the H5MD many-body log with one frame per i-PI step and a bead dimension.
+  ``InteractiveSimulation``), with the force field ``<ffdirect>`` on the PES file
+  :data:`PLUGIN`, and writes the H5MD many-body log with one frame per i-PI step and a
+  bead dimension. Paths in the input are read relative to the input's folder; i-PI's
+  own outputs go to the current folder (or ``output_dir``). See docs/ipi.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import re
 import socket
 import sys
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PLUGIN", "ServerGone", "load_plugin", "run_client", "run_inprocess"]
+__all__ = ["PLUGIN", "ServerGone", "load_plugin", "prepare_input", "run_client", "run_inprocess"]
 
-#: the i-PI PES file shipped with the project
-PLUGIN = Path(__file__).resolve().parent.parent / "plugins" / "ipi_bodyorder.py"
+#: the i-PI PES file, inside the installed package (what ``-P`` and ``<pes_path>`` take)
+PLUGIN = Path(__file__).resolve().parent / "ipi_bodyorder.py"
 _HEADER = 12
 
 
@@ -30,18 +36,76 @@ class ServerGone(ConnectionError):
 
 
 def load_plugin(path: str | os.PathLike = PLUGIN):
-    """Import the i-PI PES file as i-PI does (module name = file stem)."""
+    """Import an i-PI PES file as i-PI does (module name = file stem)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"i-PI plugin '{path}' does not exist")
     name = path.stem
-    if name in sys.modules:
+    if name in sys.modules and Path(getattr(sys.modules[name], "__file__", "")) == path.resolve():
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def prepare_input(xml: str | os.PathLike) -> str:
+    """The text of an i-PI input with its paths made absolute, so that it runs from
+    any folder: paths are read relative to the input's own folder.
+
+    - files named under ``<initialize>`` (structures, checkpoints, velocities);
+    - ``<pes_path>`` of ``<ffdirect>``; a custom PES with none gets :data:`PLUGIN`;
+    - ``template`` and ``model`` in ``<parameters>``, when they name a file there.
+    """
+    xml = Path(xml).resolve()
+    folder = xml.parent
+    try:
+        root = ElementTree.fromstring(xml.read_text())
+    except ElementTree.ParseError as error:
+        raise ValueError(f"i-PI input '{xml}' is not valid XML: {error}") from None
+
+    def anchored(text: str | None) -> str | None:
+        value = (text or "").strip()
+        if value and not Path(value).is_absolute() and (folder / value).is_file():
+            return str(folder / value)
+        return None
+
+    for initialize in root.iter("initialize"):
+        for element in initialize.iter():
+            if element is not initialize and len(element) == 0:
+                path = anchored(element.text)
+                if path is not None:
+                    element.text = f" {path} "
+    for ffdirect in root.iter("ffdirect"):
+        pes = ffdirect.find("pes")
+        pes_path = ffdirect.find("pes_path")
+        if pes is not None and (pes.text or "").strip() == "custom":
+            if pes_path is None:
+                pes_path = ElementTree.SubElement(ffdirect, "pes_path")
+            if not (pes_path.text or "").strip():
+                pes_path.text = str(PLUGIN)
+            else:
+                pes_path.text = str((folder / pes_path.text.strip()).resolve())
+        parameters = ffdirect.find("parameters")
+        if parameters is not None and parameters.text:
+
+            def replace(match: re.Match) -> str:
+                path = anchored(match.group(2))
+                return match.group(0) if path is None else f"{match.group(1)}{path}"
+
+            parameters.text = re.sub(r"((?:template|model)\s*:\s*)([^,}]+)", replace, parameters.text)
+    return ElementTree.tostring(root, encoding="unicode")
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def _message(text: str) -> bytes:
@@ -154,13 +218,16 @@ def run_inprocess(
     mode: str = "create",
     flush_every: int = 10,
     per_atom: bool = False,
-    workdir: str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Run an i-PI input in this process and log every step in H5MD.
 
-    The input's force field must be ``<ffdirect>`` with ``<pes>custom</pes>`` and
-    ``<pes_path>`` pointing at ``plugins/ipi_bodyorder.py``. After each i-PI step the
-    driver's results for every bead (computed at the positions i-PI now holds) are
+    The input's force field must be ``<ffdirect>`` with ``<pes>custom</pes>``; its
+    ``<pes_path>`` may be left out (the installed :data:`PLUGIN` is used). Paths in the
+    input are relative to its folder (:func:`prepare_input`); i-PI writes its own
+    outputs (properties, trajectories, RESTART) into ``output_dir`` (default: the
+    current folder); ``log`` is relative to the current folder. After each i-PI step
+    the driver's results for every bead (computed at the positions i-PI now holds) are
     written: the bead centroid in ``particles/all/position``; observables
     ``potential_energy`` (bead average, equal to i-PI's ``potential``, also logged as
     ``ipi_potential``), ``bead_potential_energy`` (frames, beads),
@@ -172,25 +239,26 @@ def run_inprocess(
     from ipi.utils.units import unit_to_user
 
     from .h5md import H5MDWriter
+    from .ipi_driver import INSTANCES
     from .md import log_metadata
 
-    xml = Path(xml)
+    xml = Path(xml).resolve()
     if not xml.exists():
         raise FileNotFoundError(f"i-PI input '{xml}' does not exist")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    cwd = os.getcwd()
-    os.chdir(workdir or xml.parent)
-    try:
-        before = {id(d) for d in getattr(sys.modules.get(PLUGIN.stem), "INSTANCES", [])}
-        simulation = InteractiveSimulation(xml.read_text())
-        # i-PI executes the PES file as a fresh module: look its drivers up afterwards
-        plugin = sys.modules.get(PLUGIN.stem)
-        drivers = [d for d in getattr(plugin, "INSTANCES", []) if id(d) not in before]
+    log = Path(log).resolve()
+    output_dir = Path(output_dir or os.getcwd()).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    text = prepare_input(xml)
+    with _working_directory(output_dir):
+        before = {id(d) for d in INSTANCES}
+        simulation = InteractiveSimulation(text)
+        drivers = [d for d in INSTANCES if id(d) not in before]
         if len(drivers) != 1:
             raise ValueError(
-                f"'{xml}' must use exactly one <ffdirect> force field on {PLUGIN.name} "
-                f"(found {len(drivers)})"
+                f"'{xml}' must use exactly one <ffdirect> force field with <pes>custom</pes> "
+                f"on {PLUGIN.name} (found {len(drivers)})"
             )
         driver = drivers[0]
         atoms = driver.template_atoms
@@ -213,10 +281,10 @@ def run_inprocess(
                 if writer is None:
                     metadata = log_metadata(
                         driver.calculator,
-                        {"beads": len(beads), "engine": "i-PI (in-process)", "ipi_input": xml.read_text()},
+                        {"beads": len(beads), "engine": "i-PI (in-process)", "ipi_input": text},
                     )
                     writer = H5MDWriter.for_atoms(
-                        Path(cwd) / log if not Path(log).is_absolute() else log,
+                        log,
                         atoms,
                         metadata=metadata,
                         mode=mode,
@@ -245,8 +313,6 @@ def run_inprocess(
         finally:
             if writer is not None:
                 writer.close()
-    finally:
-        os.chdir(cwd)
     return {"steps": steps, "beads": len(beads), "log": str(log)}
 
 
@@ -255,26 +321,52 @@ def run_inprocess(
 
 
 def add_ipi_commands(subparsers, command_error) -> None:
-    """Register ``ase-bodyorder ipi driver`` and ``ase-bodyorder ipi run``."""
+    """Register ``ase-bodyorder ipi driver | run | plugin-path``."""
     ipi = subparsers.add_parser("ipi", help="i-PI: serve the body-order driver, or run an i-PI input with the log")
     sub = ipi.add_subparsers(dest="ipi_command", metavar="IPI_COMMAND", required=True)
 
-    driver = sub.add_parser("driver", help="connect a body-order driver to a running i-PI server")
-    driver.add_argument("--address", "-a", required=True, help="socket name (UNIX) or host (TCP)")
-    driver.add_argument("--port", "-p", type=int, default=12345)
-    driver.add_argument("--inet", action="store_true", help="TCP instead of a UNIX socket")
-    driver.add_argument("--timeout", type=float, default=600.0, help="give up after this many silent seconds")
-    driver.add_argument("--template", required=True, help="structure file giving species and order")
-    driver.add_argument("--model", default="default")
-    driver.add_argument("--max-order", "-K", type=int, required=True)
-    driver.add_argument("--cutoff", type=float, default=None)
-    driver.add_argument("--device", default=None)
+    driver = sub.add_parser(
+        "driver",
+        help="connect a body-order driver to a running i-PI server",
+        description="Serve forces of a body-order-truncated model to an i-PI server. Exits "
+        "with code 3 when the server goes away or stays silent for --timeout seconds.",
+    )
+    driver.add_argument("--address", "-a", required=True, help="socket name (UNIX; i-PI's <address>) or host name (TCP)")
+    driver.add_argument("--port", "-p", type=int, default=12345, help="TCP port, with --inet (default %(default)s)")
+    driver.add_argument("--inet", action="store_true", help="connect over TCP instead of a UNIX socket")
+    driver.add_argument(
+        "--timeout", type=float, default=600.0, help="give up after this many silent seconds (default %(default)s)"
+    )
+    driver.add_argument("--template", required=True, help="structure file ASE can read: the species and their order")
+    driver.add_argument(
+        "--model", default="default", help="metatomic .pt model or a shipped model's name (default: %(default)s)"
+    )
+    driver.add_argument("--max-order", "-K", type=int, required=True, help="body order K >= 1")
+    driver.add_argument("--cutoff", type=float, default=None, help="locality radius in A (default: the model's)")
+    driver.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
+    driver.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of this driver (default %(default)s, so that several drivers on one "
+        "machine do not oversubscribe its cores; a single driver may take all cores)",
+    )
 
     def run_driver(args) -> int:
-        plugin = load_plugin()
+        from .ipi_driver import BodyOrderDriver
+
+        if args.threads < 1:
+            raise command_error(f"--threads must be a positive number, got {args.threads}")
+        if args.max_order < 1:
+            raise command_error(f"-K/--max-order must be an integer >= 1, got {args.max_order}")
         try:
-            pes = plugin.BodyOrderDriver(
-                template=args.template, max_order=args.max_order, model=args.model, cutoff=args.cutoff, device=args.device
+            pes = BodyOrderDriver(
+                template=args.template,
+                max_order=args.max_order,
+                model=args.model,
+                cutoff=args.cutoff,
+                device=args.device,
+                threads=args.threads,
             )
         except ValueError as error:
             raise command_error(str(error)) from None
@@ -288,24 +380,59 @@ def add_ipi_commands(subparsers, command_error) -> None:
 
     driver.set_defaults(run=run_driver)
 
-    run = sub.add_parser("run", help="run an i-PI input in this process, logging every step (H5MD)")
-    run.add_argument("input", help="i-PI XML input whose force field is <ffdirect> on plugins/ipi_bodyorder.py")
-    run.add_argument("--steps", type=int, required=True)
-    run.add_argument("--log", default="ipi_bodyorder.h5")
-    run.add_argument("--flush-every", type=int, default=10)
-    run.add_argument("--per-atom", action="store_true")
-    run.add_argument("--overwrite", action="store_true")
+    run = sub.add_parser(
+        "run",
+        help="run an i-PI input in this process, logging every step (H5MD)",
+        description="Run an i-PI input whose force field is <ffdirect><pes>custom</pes> (its "
+        "<pes_path> may be left out) in this process, writing the many-body log. Paths in the "
+        "input are relative to its folder; i-PI's outputs go to --output-dir.",
+    )
+    run.add_argument("input", help="i-PI XML input with an <ffdirect> force field on the ase-bodyorder PES")
+    run.add_argument("--steps", type=int, required=True, help="number of i-PI steps")
+    run.add_argument("--log", default="ipi_bodyorder.h5", help="H5MD log file (default %(default)s)")
+    run.add_argument(
+        "--output-dir", default=".", help="folder for i-PI's own outputs: properties, trajectories, RESTART (default: here)"
+    )
+    run.add_argument("--flush-every", type=int, default=10, help="write to disk every n frames (default %(default)s)")
+    run.add_argument("--per-atom", action="store_true", help="also log per-atom body-order energies")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing log")
+    run.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
     def run_inprocess_command(args) -> int:
         if args.steps < 1:
             raise command_error(f"--steps must be a positive number of steps, got {args.steps}")
+        if not Path(args.input).is_file():
+            raise command_error(f"i-PI input '{args.input}' does not exist")
         if Path(args.log).exists() and not args.overwrite:
             raise command_error(f"log '{args.log}' exists: pass --overwrite to replace it")
+        if args.threads is not None:
+            from .ipi_driver import set_threads
+
+            set_threads(args.threads)
         summary = run_inprocess(
-            args.input, args.steps, Path(args.log).resolve(),
-            mode="overwrite" if args.overwrite else "create", flush_every=args.flush_every, per_atom=args.per_atom,
+            args.input,
+            args.steps,
+            args.log,
+            mode="overwrite" if args.overwrite else "create",
+            flush_every=args.flush_every,
+            per_atom=args.per_atom,
+            output_dir=args.output_dir,
         )
-        print(f"ran {summary['steps']} i-PI steps with {summary['beads']} beads; log written to '{args.log}'")
+        print(
+            f"ran {summary['steps']} i-PI steps with {summary['beads']} beads; log written to "
+            f"'{args.log}', i-PI's outputs to '{args.output_dir}'"
+        )
         return 0
 
     run.set_defaults(run=run_inprocess_command)
+
+    plugin = sub.add_parser(
+        "plugin-path",
+        help="print the path of the i-PI PES file (for i-pi-py_driver -P or <pes_path>)",
+    )
+
+    def print_plugin_path(args) -> int:
+        print(PLUGIN)
+        return 0
+
+    plugin.set_defaults(run=print_plugin_path)

@@ -191,7 +191,7 @@ def test_inprocess_log_matches_ipi_output(ipi_folder):
     forcefield = FORCEFIELD_DIRECT.format(plugin=PLUGIN, model="model.pt", order=3)
     xml = _write_input(ipi_folder, steps=1000, beads=4, ensemble="nvt", forcefield=forcefield)
     log = ipi_folder / "run.h5"
-    run_inprocess(xml, 8, log)
+    run_inprocess(xml, 8, log, output_dir=ipi_folder)
     data = read_log(log)
     out = np.loadtxt(ipi_folder / "sim.out")
     by_step = dict(zip(out[:, 0].astype(int).tolist(), out[:, 3].tolist()))
@@ -300,3 +300,32 @@ def test_plugin_loads_through_ipi_py_driver(ipi_folder):
     )
     assert result.returncode != 0
     assert "unknown option" in result.stderr
+
+
+def test_inprocess_paths_are_relative_to_the_input(ipi_folder, tmp_path, monkeypatch):
+    """No <pes_path> (the installed PES is used), every path relative to the input's
+    folder, run from elsewhere: i-PI's outputs land in output_dir, the log where asked."""
+    forcefield = FORCEFIELD_DIRECT.replace("<pes_path>{plugin}</pes_path>", "").format(model="model.pt", order=2)
+    xml = _write_input(ipi_folder, steps=1000, forcefield=forcefield)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    before = sorted(p.name for p in ipi_folder.iterdir())
+    run_inprocess(os.path.relpath(xml, elsewhere), 2, "run.h5", output_dir="outputs")
+    assert sorted(p.name for p in ipi_folder.iterdir()) == before
+    assert (elsewhere / "outputs" / "sim.out").exists() and (elsewhere / "run.h5").exists()
+    assert read_log(elsewhere / "run.h5").step.tolist() == [1, 2]
+
+
+def test_threads_option(ipi_folder, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(ipi_folder)
+    threads = torch.get_num_threads()
+    try:
+        load_plugin().BodyOrderDriver(template="init.xyz", max_order=2, model="model.pt", threads=1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads must be a positive number"):
+            load_plugin().BodyOrderDriver(template="init.xyz", max_order=2, model="model.pt", threads=0)
+    finally:
+        torch.set_num_threads(threads)
