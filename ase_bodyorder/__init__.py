@@ -22,16 +22,16 @@ _LAZY = {
     "read_log": ".h5md",
     "default_model": ".models",
     "list_models": ".models",
-    "Subclusters": ".assemble",
-    "plan_subclusters": ".assemble",
-    "evaluate_subclusters": ".assemble",
-    "assemble": ".assemble",
+    "Subclusters": ".mbe",
+    "plan_subclusters": ".mbe",
+    "evaluate_subclusters": ".mbe",
+    "assemble": ".mbe",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
-    from .assemble import Subclusters, assemble, evaluate_subclusters, plan_subclusters
+    from .mbe import Subclusters, assemble, evaluate_subclusters, plan_subclusters
     from .calculator import MODEL_CUTOFF, BodyOrderCalculator
     from .decompose import Decomposition, decompose
     from .h5md import read_log

@@ -1,7 +1,7 @@
 """BodyOrderCalculator: an MLIP's energy, forces, stress truncated at body order K.
 
 Plan (which subclusters), evaluate (a backend: their energies and forces, packed),
-assemble (fixed linear combinations of them): the three steps of assemble.py, joined
+assemble (fixed linear combinations of them): the three steps of mbe.py, joined
 into an ASE calculator (docs/design.md).
 """
 
@@ -20,7 +20,7 @@ from ase.calculators.calculator import (
 )
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .assemble import Subclusters, assemble, evaluate_batch, plan_subclusters
+from .mbe import Subclusters, assemble, evaluate_batch, plan_subclusters
 from .backends.ase_calculator import AseCalculatorBackend
 from .backends.base import Backend, ClusterBatch
 from .checks import check_locality
@@ -78,7 +78,7 @@ class BodyOrderCalculator(Calculator):
     inclusion-exclusion of the model's energies of the isolated subclusters of S
     (docs/design.md). Forces, stress and per-atom energies are the same linear
     combination of subcluster quantities. Each calculation is the three public steps of
-    :mod:`ase_bodyorder.assemble`: plan, evaluate (packed), assemble.
+    :mod:`ase_bodyorder.mbe`: plan, evaluate (packed), assemble.
 
     :param model: a metatomic model (path to an exported ``.pt``, ``"default"`` or a
         shipped model's name, or a loaded ``AtomisticModel``), any ASE calculator, or a

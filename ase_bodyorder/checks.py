@@ -2,7 +2,7 @@
 
 Both compare a few tiny clusters evaluated separately and together; they cost a
 handful of model calls and catch the cases where the expansion would silently be wrong
-(DESIGN.md section 2).
+(docs/design.md, Locality).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The plan of a many-body expansion: bodies, their graph, connected subsets, coefficients.
 
-Pure numpy; knows nothing of models (DESIGN.md sections 1-3, 6).
+Pure numpy; knows nothing of models (docs/design.md: The expansion, Locality,
+Coefficients, Periodic systems and stress).
 
 A *body* is an atom or a fragment (a group of atoms). In a periodic system the bodies
 are the images of the home-cell bodies; an image is coded as one integer,
@@ -325,7 +326,7 @@ class ExpansionPlan:
         """Weights c_S with E^(order) = sum_S c_S E(S) over connected |S| <= order.
 
         Solves sum over connected U containing S, |U| <= order, of c_U = 1 for every
-        connected S, from the largest subsets down (DESIGN.md section 2).
+        connected S, from the largest subsets down (docs/design.md, Coefficients).
         """
         order = self.max_order if order is None else order
         if order in self._coefficients:  # a plan reused across MD steps (skin)

@@ -1,4 +1,4 @@
-"""H5MD 1.1 files: the per-step many-body log (DESIGN.md section 7).
+"""H5MD 1.1 files: the per-step many-body log (docs/log-format.md).
 
 Layout:
 

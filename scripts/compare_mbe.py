@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import warnings
 from pathlib import Path
 
@@ -24,18 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def exact_contributions(energies: dict[str, float], n: int) -> np.ndarray:
-    """dE_k from the energies of every subset (closed form of DESIGN.md section 1)."""
-    by_size = np.zeros(n + 1)
-    for key, e in energies.items():
-        by_size[len(key.split(","))] += e
-    truncated = []
-    for order in range(1, n + 1):
-        total = 0.0
-        for k in range(1, order + 1):
-            c = 1 if k == order else (-1) ** (order - k) * math.comb(n - k - 1, order - k)
-            total += c * by_size[k]
-        truncated.append(total)
-    return np.diff(np.concatenate([[0.0], truncated]))
+    """dE_k of FCI: the subcluster energies of the reference, keyed "i,j,...", through
+    the package's own assembly (every subset: cutoff=None)."""
+    from ase_bodyorder import assemble, plan_subclusters
+
+    subclusters = plan_subclusters(ase.Atoms(f"H{n}", positions=np.zeros((n, 3))), n, cutoff=None)
+    keys = [",".join(map(str, subclusters.parent[a:b])) for a, b in zip(subclusters.ptr[:-1], subclusters.ptr[1:])]
+    return assemble(subclusters, [energies[key] for key in keys])["body_order_energies"]
 
 
 def main() -> None:

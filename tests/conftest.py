@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import math
 import warnings
 
 import ase
@@ -73,19 +72,34 @@ def subset_energies(potential, atoms: ase.Atoms, bodies: list[list[int]]):
     return table
 
 
-def brute_force(table, n_bodies: int, n_atoms: int, order: int):
-    """E^(K) and its forces by inclusion-exclusion over ALL subsets (closed form,
-    DESIGN.md section 1)."""
-    order = min(order, n_bodies)
-    energy, forces = 0.0, np.zeros((n_atoms, 3))
-    for subset, (e, f, idx) in table.items():
-        k = len(subset)
-        if k > order:
+def inclusion_exclusion(values: dict[tuple, object], order: int):
+    """sum over subsets S with |S| <= order of eps(S), eps(S) = sum over T subset of S of
+    (-1)^(|S|-|T|) values[T]: the definition, with no coefficient formula.
+
+    ``values`` maps every subset (a sorted tuple) to a number or an array (energies, or
+    forces laid out on the whole system): the combination is linear, so both work.
+    """
+    total = 0.0
+    for subset in values:
+        if len(subset) > order:
             continue
-        c = 1 if k == order else (-1) ** (order - k) * math.comb(n_bodies - k - 1, order - k)
-        energy += c * e
-        forces[idx] += c * f
-    return energy, forces
+        for k in range(1, len(subset) + 1):
+            for inner in itertools.combinations(subset, k):
+                total = total + (-1) ** (len(subset) - k) * values[inner]
+    return total
+
+
+def brute_force(table, n_bodies: int, n_atoms: int, order: int):
+    """E^(K) and its forces by inclusion-exclusion over ALL subsets of bodies (docs/design.md,
+    The expansion), from :func:`subset_energies`' table."""
+    energies = {subset: e for subset, (e, _, _) in table.items()}
+    forces = {}
+    for subset, (_, f, idx) in table.items():
+        full = np.zeros((n_atoms, 3))
+        full[idx] = f
+        forces[subset] = full
+    order = min(order, n_bodies)
+    return inclusion_exclusion(energies, order), inclusion_exclusion(forces, order)
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import itertools
-import math
 
 import ase
 import numpy as np
 import pytest
-from conftest import random_cluster
+from conftest import inclusion_exclusion, random_cluster
 
 from ase_bodyorder import BodyOrderCalculator
 from ase_bodyorder.reference import ReferenceBackend, evaluate_periodic
@@ -89,14 +88,13 @@ def test_real_pet_against_one_subcluster_at_a_time(pet_model):
             table[subset] = (float(r["energy"]), np.asarray(r["forces"]))
     calc = BodyOrderCalculator(str(pet_model), None)
     tolerance = 1e-8 if calc.backend.dtype == "float64" else 2e-4
+    energies = {subset: e for subset, (e, _) in table.items()}
+    laid_out = {}
+    for subset, (_, f) in table.items():
+        laid_out[subset] = np.zeros((n, 3))
+        laid_out[subset][list(subset)] = f
     for order in (1, 2, 3, 4):
-        energy, forces = 0.0, np.zeros((n, 3))
-        for subset, (e, f) in table.items():
-            k = len(subset)
-            if k <= order:
-                c = 1 if k == order else (-1) ** (order - k) * math.comb(n - k - 1, order - k)
-                energy += c * e
-                forces[list(subset)] += c * f
+        energy, forces = inclusion_exclusion(energies, order), inclusion_exclusion(laid_out, order)
         atoms.calc = BodyOrderCalculator(str(pet_model), order)
         assert abs(atoms.get_potential_energy() - energy) < tolerance * max(1, n)
         assert np.abs(atoms.get_forces() - forces).max() < tolerance * 10

@@ -4,7 +4,6 @@ and the packed body-order evaluation agrees with one subcluster at a time."""
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import shutil
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import ase.io
 import numpy as np
 import pytest
-from conftest import random_cluster
+from conftest import inclusion_exclusion, random_cluster
 
 from ase_bodyorder import BodyOrderCalculator, default_model, list_models
 from ase_bodyorder.backends.metatomic import load_model
@@ -96,11 +95,7 @@ def test_packed_body_order_equals_one_subcluster_at_a_time(name):
         for subset in itertools.combinations(range(n), k):
             energies[subset] = float(single.compute_energy(atoms[list(subset)])["energy"])
     for order in (2, 3):
-        expected = sum(
-            (1 if len(s) == order else (-1) ** (order - len(s)) * math.comb(n - len(s) - 1, order - len(s))) * e
-            for s, e in energies.items()
-            if len(s) <= order
-        )
+        expected = inclusion_exclusion(energies, order)
         atoms.calc = BodyOrderCalculator(name, order)
         assert abs(atoms.get_potential_energy() - expected) < 1e-8
 

@@ -4,7 +4,7 @@ No torch here: the ASE-calculator backend and everything that only reads logs mu
 import without it.
 
 A backend evaluates the energies (and forces) of many small isolated clusters. It knows
-nothing of body orders or coefficients (DESIGN.md section 6).
+nothing of body orders or coefficients (docs/design.md, Plan, evaluate, assemble).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """metatomic models as a backend: many subclusters packed into one system.
 
-Packing (DESIGN.md section 5): every subcluster goes into ONE ``System``; each
+Packing (docs/design.md, Packing): every subcluster goes into ONE ``System``; each
 neighbour list the model requests is built within each subcluster only, so the
 subclusters cannot see each other whatever their positions; the model returns per-atom
 energies, which are summed per subcluster in float64. One backward pass of their sum
