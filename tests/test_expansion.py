@@ -86,3 +86,32 @@ def test_molecules_are_found_by_covalent_connectivity():
     atoms = water + methane + second_water
     groups = molecules(atoms)
     assert sorted(map(sorted, groups)) == [[0, 1, 2], [3, 4, 5, 6, 7], [8, 9, 10]]
+
+
+@pytest.mark.parametrize("pbc", [False, True, (True, False, True)])
+def test_neighbour_pairs_without_torch_equal_vesin(pbc):
+    """The body graph's atom pairs come from vesin once torch is loaded and from ASE's
+    neighbour list before (so that the ASE-calculator path never loads torch): both
+    must give the same pairs with the same shifts."""
+    import sys
+
+    import torch  # noqa: F401  (makes atom_pairs take the vesin path)
+
+    from ase_bodyorder.expansion import atom_pairs
+
+    rng = np.random.default_rng(8)
+    box = np.array([[7.0, 0.0, 0.0], [1.0, 6.5, 0.0], [0.5, 0.8, 7.5]])
+    positions = rng.uniform(0, 1, (60, 3)) @ box
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
+    with_vesin = atom_pairs(positions, box, pbc, 3.1)
+    saved = sys.modules.pop("torch")
+    try:
+        with_ase = atom_pairs(positions, box, pbc, 3.1)
+    finally:
+        sys.modules["torch"] = saved
+
+    def rows(pairs):
+        return sorted(map(tuple, np.column_stack(pairs).tolist()))
+
+    assert len(with_vesin[0]) > 100
+    assert rows(with_vesin) == rows(with_ase)
