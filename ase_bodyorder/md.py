@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sys
 import threading
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import ase
 import numpy as np
@@ -15,24 +18,48 @@ from ase import units
 
 from .h5md import H5MDWriter
 
-__all__ = ["BodyOrderLogger", "FullModelSource", "make_dynamics", "run_md", "log_metadata"]
+__all__ = [
+    "BodyOrderLogger",
+    "FullModelSource",
+    "RunawayWarning",
+    "make_dynamics",
+    "run_md",
+    "log_metadata",
+]
 
 
-def log_metadata(calculator, extra: dict | None = None) -> dict:
+class RunawayWarning(UserWarning):
+    """The dynamics is running away: the temperature far above the thermostat's target,
+    or the total energy of an NVE run far from its start."""
+
+
+def log_metadata(calculator, extra: dict | None = None, command_line: list[str] | None = None) -> dict:
     """What a log records about the run: model, its hash, K, cutoff, dtype, fragments,
-    package version and command line."""
+    package version and command line (``command_line``, default ``sys.argv``).
+
+    ``command_lines`` lists the command line of every run written to the log: a log
+    continued with ``mode="append"`` extends the list (see :class:`BodyOrderLogger`),
+    while ``command_line`` stays the first run's."""
     from . import __version__
 
+    command_line = list(sys.argv if command_line is None else command_line)
     info = dict(calculator.describe()) if hasattr(calculator, "describe") else {}
     info.setdefault("model", type(calculator).__name__)
     info.setdefault("model_sha256", "")
     info.update(
         fragments=getattr(calculator, "fragments", None) or [],
         package_version=__version__,
-        command_line=list(sys.argv),
+        command_line=command_line,
+        command_lines=[command_line],
     )
     info.update(extra or {})
     return info
+
+
+def _ensemble_of(dynamics) -> str:
+    """The ensemble name a log records for an ASE integrator."""
+    name = type(dynamics).__name__
+    return {"VelocityVerlet": "nve", "Langevin": "langevin", "Bussi": "bussi"}.get(name, name.lower())
 
 
 class BodyOrderLogger:
@@ -82,8 +109,24 @@ class BodyOrderLogger:
             metadata = log_metadata(atoms.calc)
         if dynamics is not None:
             metadata.setdefault("timestep_fs", dynamics.dt / units.fs)
+            metadata.setdefault("ensemble", _ensemble_of(dynamics))
+        appending = mode == "append" and Path(path).exists()
         self.writer = H5MDWriter.for_atoms(path, atoms, metadata=metadata, mode=mode, flush_every=flush_every)
+        if appending:
+            self._record_command_line(metadata)
         self._calls = 0
+
+    def _record_command_line(self, metadata: dict) -> None:
+        """Append this run's command line to the log's ``command_lines`` (the writer
+        keeps an appended log's metadata as it was)."""
+        parameters = self.writer.file.require_group("parameters/ase_bodyorder")
+        lines = _json_list(parameters.attrs.get("command_lines"))
+        if lines is None:  # a log from before command_lines: start from its first run's
+            first = _json_list(parameters.attrs.get("command_line"))
+            lines = [first] if first is not None else []
+        lines += list(metadata.get("command_lines") or [metadata.get("command_line", list(sys.argv))])
+        parameters.attrs["command_lines"] = json.dumps(lines)
+        self.writer.file.flush()
 
     @property
     def step(self) -> int:
@@ -137,6 +180,19 @@ class BodyOrderLogger:
         self.close()
 
 
+def _json_list(value):
+    """A list stored as a JSON attribute, or None."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str):
+        return None
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, list) else None
+
+
 class FullModelSource:
     """The plain (untruncated) model's energy every m steps, NaN in between: one extra
     evaluation on those steps, logged as ``full_model_energy`` beside E^(K)."""
@@ -161,7 +217,12 @@ def make_dynamics(
     taut_fs: float = 100.0,
     seed: int | None = None,
 ):
-    """An ASE integrator: ``nve`` (velocity Verlet), ``langevin`` or ``bussi``."""
+    """An ASE integrator: ``nve`` (velocity Verlet), ``langevin`` or ``bussi``.
+
+    Langevin runs with ``fixcm=False`` (ASE's default ``True`` is deprecated since ASE
+    3.28 and does not sample the NVT distribution exactly): the centre of mass then
+    diffuses under the thermostat, as it should; add ``ase.constraints.FixCom`` to the
+    atoms to pin it."""
     rng = np.random.default_rng(seed)
     dt = timestep_fs * units.fs
     if ensemble == "nve":
@@ -173,7 +234,9 @@ def make_dynamics(
     if ensemble == "langevin":
         from ase.md.langevin import Langevin
 
-        return Langevin(atoms, dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, rng=rng)
+        return Langevin(
+            atoms, dt, temperature_K=temperature_K, friction=friction_per_fs / units.fs, fixcm=False, rng=rng
+        )
     if ensemble == "bussi":
         from ase.md.bussi import Bussi
 
@@ -209,13 +272,23 @@ def run_md(
     full_model_every: int = 0,
     initialise_velocities: bool = True,
     progress: bool = True,
+    command_line: list[str] | None = None,
+    runaway_temperature_factor: float | None = 3.0,
+    runaway_energy_per_atom: float | None = 0.05,
 ) -> MDResult:
     """Run MD with ``calculator`` on ``atoms``, logging the many-body contributions.
 
     Velocities are drawn from Maxwell-Boltzmann at ``temperature_K`` (when given and
-    ``initialise_velocities``), with no net momentum.
+    ``initialise_velocities``), with no net momentum. ``command_line`` is what the log
+    records as the run's command (default ``sys.argv``).
+
+    A :class:`RunawayWarning` is issued (once each) when a thermostatted run's
+    temperature rises above ``runaway_temperature_factor`` times its target (after 5
+    steps; the factor is raised for systems so small that their temperature fluctuates
+    that much), or an NVE run's total energy moves more than ``runaway_energy_per_atom``
+    (eV/atom) from its start; None turns a check off.
     """
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+    from ase.md.velocitydistribution import Stationary
     from tqdm.auto import tqdm
 
     if steps < 1:
@@ -226,7 +299,7 @@ def run_md(
         raise ValueError(f"log_every must be >= 1, got {log_every}")
     atoms.calc = calculator
     if initialise_velocities and temperature_K:
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+        _thermalize(atoms, temperature_K, np.random.default_rng(seed))
         Stationary(atoms)
     dyn = make_dynamics(atoms, ensemble, timestep_fs, temperature_K, friction_per_fs, seed=seed)
     # the first evaluation before any file is touched: bad species, a non-local model or
@@ -247,21 +320,28 @@ def run_md(
             step_offset=step_offset,
             flush_every=flush_every,
             per_atom=per_atom,
-            metadata=log_metadata(calculator, extra),
+            metadata=log_metadata(calculator, extra, command_line),
             sources=sources,
         )
         dyn.attach(logger, interval=log_every)
 
+    monitor = _RunawayMonitor(
+        atoms,
+        dyn,
+        ensemble,
+        temperature_K,
+        step_offset=step_offset,
+        max_order=getattr(calculator, "max_order", None),
+        temperature_factor=runaway_temperature_factor,
+        energy_per_atom=runaway_energy_per_atom,
+    )
+    dyn.attach(monitor, interval=1)
     bar = tqdm(total=steps, unit="step", disable=not progress, dynamic_ncols=True)
 
     def update_bar():
         if dyn.nsteps == 0:
             return
-        results = atoms.calc.results
-        postfix = {"T": f"{atoms.get_temperature():.0f}K", "E": f"{atoms.get_total_energy():.4f}eV"}
-        if "body_order_energies" in results:
-            postfix["dE"] = " ".join(f"{e:.3f}" for e in results["body_order_energies"])
-        bar.set_postfix(postfix, refresh=False)
+        bar.set_postfix_str(_progress_text(atoms), refresh=False)
         bar.update(1)
 
     dyn.attach(update_bar, interval=1)
@@ -281,6 +361,111 @@ def run_md(
         log=None if log is None else str(log),
         interrupted=stop.requested,
     )
+
+
+def _thermalize(atoms: ase.Atoms, temperature_K: float, rng) -> None:
+    """Maxwell-Boltzmann momenta: ASE >= 3.29's thermalize_momenta, else the older
+    (since deprecated) MaxwellBoltzmannDistribution."""
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+        return
+    thermalize_momenta(atoms, temperature_K, rng=rng)
+
+
+def _progress_text(atoms: ase.Atoms) -> str:
+    """The progress bar's postfix: temperature, total energy and dE_2..dE_K, with units."""
+    text = f"T={atoms.get_temperature():.0f}K Etot={atoms.get_total_energy():.4f}eV"
+    dE = atoms.calc.results.get("body_order_energies")
+    if dE is not None and len(dE) == 2:
+        text += f" dE_2={dE[1]:.4f}eV"
+    elif dE is not None and len(dE) > 2:
+        text += f" dE_2..dE_{len(dE)}=[{' '.join(f'{e:.4f}' for e in dE[1:])}]eV"
+    return text
+
+
+class _RunawayMonitor:
+    """Dynamics observer that warns (once each) when the temperature of a thermostatted
+    run leaves its target far behind, or an NVE run's total energy drifts far."""
+
+    #: steps before the temperature check starts (the thermostat needs a few)
+    settle_steps = 5
+
+    def __init__(
+        self,
+        atoms,
+        dynamics,
+        ensemble: str,
+        temperature_K: float | None,
+        *,
+        step_offset: int = 0,
+        max_order: int | None = None,
+        temperature_factor: float | None = 3.0,
+        energy_per_atom: float | None = 0.05,
+    ):
+        self.atoms = atoms
+        self.dynamics = dynamics
+        self.step_offset = step_offset
+        self.max_order = max_order
+        thermostat = ensemble != "nve" and bool(temperature_K)
+        self.target = float(temperature_K) if thermostat else None
+        self.temperature_factor = temperature_factor if thermostat else None
+        self.energy_per_atom = energy_per_atom if ensemble == "nve" else None
+        self.start_energy = None
+        self.warned_temperature = self.warned_energy = False
+
+    def _factor(self) -> float:
+        """``temperature_factor``, raised for small systems: with few degrees of
+        freedom the kinetic temperature fluctuates widely at equilibrium (relative std
+        sqrt(2/dof)), and a thermostatted run should not warn on ten-sigma noise."""
+        try:
+            dof = self.atoms.get_number_of_degrees_of_freedom()
+        except AttributeError:  # older ASE
+            dof = 3 * len(self.atoms)
+        return max(self.temperature_factor, 1.0 + 10.0 * np.sqrt(2.0 / max(dof, 1)))
+
+    def _advice(self, relaxing: bool) -> str:
+        order = f"K = {self.max_order}" if self.max_order else "this body order"
+        advice = (
+            f"The truncated potential may have unphysical regions at {order}. Try a smaller time step "
+            "(--timestep), another body order (-K), or molecules as bodies (--fragments molecules)"
+        )
+        if relaxing:
+            advice += "; a structure far from a minimum of this potential heats up as it relaxes: relax it first"
+        return advice + "."
+
+    def __call__(self) -> None:
+        local = self.dynamics.nsteps
+        step = self.step_offset + local
+        if self.temperature_factor is not None and not self.warned_temperature and local >= self.settle_steps:
+            temperature = self.atoms.get_temperature()
+            if not temperature <= self._factor() * self.target:  # NaN counts too
+                self.warned_temperature = True
+                warnings.warn(
+                    f"the temperature reached {temperature:.0f} K at step {step}, more than "
+                    f"{self._factor():.3g} times the thermostat's target of {self.target:g} K: "
+                    f"the dynamics may be running away. {self._advice(relaxing=True)}",
+                    RunawayWarning,
+                    stacklevel=2,
+                )
+        if self.energy_per_atom is not None and not self.warned_energy:
+            energy = self.atoms.get_total_energy()
+            if self.start_energy is None:
+                self.start_energy, self.start_step = energy, step
+                return
+            change = (energy - self.start_energy) / len(self.atoms)
+            if not abs(change) <= self.energy_per_atom:
+                self.warned_energy = True
+                warnings.warn(
+                    f"the total energy changed by {change:+.3f} eV/atom between steps {self.start_step} "
+                    f"and {step} of this NVE run (more than {self.energy_per_atom:g} eV/atom): the "
+                    f"integration is not conserving energy. {self._advice(relaxing=False)}",
+                    RunawayWarning,
+                    stacklevel=2,
+                )
 
 
 class _StopRequest:
