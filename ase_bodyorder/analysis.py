@@ -91,14 +91,14 @@ def convergence(atoms: ase.Atoms, model, max_order: int, **kwargs) -> dict:
 
 
 def plot_curves(curves: list[Curve], output) -> None:
-    """Plot dimer/trimer curves (one panel per kind) to PNG or PDF."""
-    import matplotlib
+    """Plot dimer/trimer curves (one panel per kind) to PNG or PDF.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Object-oriented matplotlib only: no backend is selected, no pyplot state touched."""
+    from matplotlib.figure import Figure
 
     kinds = sorted({c.kind for c in curves})
-    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4), constrained_layout=True, squeeze=False)
+    fig = Figure(figsize=(5.5 * len(kinds), 4), layout="constrained")
+    axes = fig.subplots(1, len(kinds), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         for curve in (c for c in curves if c.kind == kind):
             label = "-".join(ase.data.chemical_symbols[z] for z in curve.species)
@@ -109,4 +109,3 @@ def plot_curves(curves: list[Curve], output) -> None:
         ax.set_title(f"{kind} curve")
         ax.legend()
     fig.savefig(output)
-    plt.close(fig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def summarise(path: str | os.PathLike) -> str:
         lines.append("frames:     0")
     for key in ("model", "model_sha256", "dtype", "max_order", "cutoff", "ensemble", "temperature_K", "timestep_fs", "package_version"):
         if key in meta:
-            lines.append(f"{key + ':':<16}{meta[key]}")
+            lines.append(f"{key + ':':<17}{meta[key]}")
     obs = data.observables
     if "body_order_energies" in obs and len(obs["body_order_energies"]["value"]):
         dE = obs["body_order_energies"]["value"]
@@ -52,8 +53,15 @@ def summarise(path: str | os.PathLike) -> str:
     if "temperature" in obs and len(obs["temperature"]["value"]):
         lines.append(f"temperature: mean {obs['temperature']['value'].mean():.1f} K")
     drift = energy_drift(data)
+    ensemble = meta.get("ensemble")
     if drift is not None:
-        lines.append(f"total-energy drift: {drift:.3e} eV/atom/ps")
+        # the total energy is conserved only without a thermostat
+        if ensemble == "nve":
+            lines.append(f"total-energy drift: {drift:.3e} eV/atom/ps")
+        elif ensemble is None:
+            lines.append(f"total-energy drift: {drift:.3e} eV/atom/ps (ensemble not recorded; meaningful for NVE only)")
+        else:
+            lines.append(f"total-energy drift: not reported, not meaningful under the {ensemble} thermostat")
     if "full_model_energy" in obs and "potential_energy" in obs:
         full = obs["full_model_energy"]
         truncated = dict(zip(obs["potential_energy"]["step"].tolist(), obs["potential_energy"]["value"].tolist()))
@@ -64,49 +72,103 @@ def summarise(path: str | os.PathLike) -> str:
         ]
         if remainder:
             lines.append(f"plain model - E^(K): mean {np.mean(remainder):.6f} eV over {len(remainder)} frames")
+    commands = meta.get("command_lines")
+    if not isinstance(commands, list):
+        commands = [meta["command_line"]] if isinstance(meta.get("command_line"), list) else []
+    for i, command in enumerate(commands):
+        label = "command:" if len(commands) == 1 else f"run {i + 1}:"
+        text = shlex.join(str(c) for c in command) if isinstance(command, list) else str(command)
+        lines.append(f"{label:<17}{text}")
     return "\n".join(lines)
 
 
 def plot_log(path: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """Four panels: dE_k over time, E^(k) against k, energy conservation or thermostat
-    behaviour, and the distributions of dE_k. Written as PNG or PDF by suffix."""
-    import matplotlib
+    """A report of a log, written as PNG or PDF by suffix.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    One row per body order k: the fluctuation of dE_k about its mean (meV/atom) over
+    time, with its histogram beside it (the means, which can differ by orders of
+    magnitude between orders, are written in each panel); dE_1 only where it varies
+    (fragments as bodies). Below: the size of each order (|mean dE_k| and its std,
+    log scale) against k, and the energy conservation (NVE) or the thermostat's
+    temperature.
 
+    Uses matplotlib's object-oriented API only: no backend is selected and no pyplot
+    state is touched (a notebook's backend stays as it is).
+    """
+    from matplotlib.figure import Figure
+
+    path = Path(path)
     data = read_log(path)
     obs = data.observables
     if "body_order_energies" not in obs:
         raise ValueError(f"'{path}' has no body_order_energies: not a truncated-model log")
     dE = obs["body_order_energies"]["value"]
+    if len(dE) == 0:
+        raise ValueError(f"'{path}' holds no frame yet: nothing to plot")
     time_ps = obs["body_order_energies"]["time"] / 1000.0
     order = dE.shape[1]
     n_atoms = len(data.numbers)
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
-
-    ax = axes[0, 0]
-    for k in range(1, order):
-        ax.plot(time_ps, dE[:, k] / n_atoms, label=f"$\\Delta E_{k + 1}$")
-    ax.set_xlabel("time (ps)")
-    ax.set_ylabel("contribution (eV/atom)")
-    ax.set_title(f"body-order contributions (dE_1 = {dE[0, 0] / n_atoms:.3f} eV/atom, constant)")
-    ax.legend()
-
-    ax = axes[0, 1]
-    truncated = obs["truncated_energies"]["value"] / n_atoms
-    ks = np.arange(1, order + 1)
-    ax.errorbar(ks, truncated.mean(axis=0), yerr=truncated.std(axis=0), marker="o", capsize=3, label="$E^{(k)}$")
-    if "full_model_energy" in obs and len(obs["full_model_energy"]["value"]):
-        ax.axhline(np.nanmean(obs["full_model_energy"]["value"]) / n_atoms, color="k", ls="--", label="plain model")
-    ax.set_xticks(ks)
-    ax.set_xlabel("body order k")
-    ax.set_ylabel("$E^{(k)}$ (eV/atom), mean $\\pm$ std")
-    ax.set_title("convergence with body order")
-    ax.legend()
-
-    ax = axes[1, 0]
     ensemble = str(data.metadata.get("ensemble", "nve"))
+    # dE_1 is a constant (the isolated atoms) when atoms are the bodies
+    varies = np.ptp(dE, axis=0) > 1e-9 * np.maximum(1.0, np.abs(dE).max(axis=0))
+    shown = [k for k in range(order) if k > 0 or varies[0]]
+
+    fig = Figure(figsize=(11, 1.6 * len(shown) + 4.2), layout="constrained")
+    formula = _formula(data.numbers)
+    fig.suptitle(f"{path.name}: {formula}, K = {order}, {ensemble}, {len(dE)} frames")
+    if shown:
+        top, bottom = fig.subfigures(2, 1, height_ratios=[1.6 * len(shown), 3.8])
+        axes = top.subplots(
+            len(shown), 2, sharex="col", sharey="row", squeeze=False, gridspec_kw={"width_ratios": [4, 1]}
+        )
+        bins = int(np.clip(np.sqrt(len(dE)), 5, 50))
+        for row, k in enumerate(shown):
+            values = dE[:, k] / n_atoms
+            mean = float(values.mean())
+            fluctuation = (values - mean) * 1000.0
+            ax, hist = axes[row]
+            ax.plot(time_ps, fluctuation, color=f"C{row}", lw=0.9)
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set_ylabel(f"$\\Delta E_{{{k + 1}}}$ - mean\n(meV/atom)")
+            ax.text(
+                0.01,
+                0.95,
+                f"$\\Delta E_{{{k + 1}}}$: mean {_number(mean)} eV/atom, std {fluctuation.std():.3g} meV/atom",
+                transform=ax.transAxes, va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+            )
+            hist.hist(fluctuation, bins=bins, orientation="horizontal", color=f"C{row}", alpha=0.8)
+            hist.tick_params(labelleft=False)
+        axes[-1, 0].set_xlabel("time (ps)")
+        axes[-1, 1].set_xlabel("frames")
+        axes[0, 0].set_title("body-order contributions: fluctuation about the mean, per atom")
+        axes[0, 1].set_title("distribution")
+    else:
+        bottom = fig
+    left, right = bottom.subplots(1, 2)
+
+    # sizes on a log scale: dE_2 (eV/atom) and dE_6 (sub-meV) are both readable
+    ks = np.arange(1, order + 1)
+    size = np.abs(dE.mean(axis=0)) / n_atoms
+    spread = np.where(varies, dE.std(axis=0), 0.0) / n_atoms
+    series = ((size, "|mean $\\Delta E_k$|", "o"), (spread, "std $\\Delta E_k$ (fluctuation)", "s"))
+    for values, label, marker in series:
+        keep = values > 0
+        left.plot(ks[keep], values[keep], marker=marker, label=label)
+    if "full_model_energy" in obs and "potential_energy" in obs:
+        full = obs["full_model_energy"]
+        truncated = dict(zip(obs["potential_energy"]["step"].tolist(), obs["potential_energy"]["value"].tolist()))
+        remainder = [f - truncated[s] for s, f in zip(full["step"].tolist(), full["value"].tolist())
+                     if s in truncated and np.isfinite(f)]
+        if remainder and np.mean(remainder) != 0:
+            left.axhline(abs(np.mean(remainder)) / n_atoms, color="k", ls="--", label="|plain model - $E^{(K)}$|")
+    left.set_yscale("log")
+    left.set_xticks(ks)
+    left.set_xlabel("body order k")
+    left.set_ylabel("eV/atom")
+    left.set_title("size of each body order")
+    left.legend(fontsize=8)
+
+    ax = right
     if ensemble == "nve" and "total_energy" in obs:
         total = obs["total_energy"]
         ax.plot(total["time"] / 1000.0, (total["value"] - total["value"][0]) / n_atoms * 1000)
@@ -124,16 +186,17 @@ def plot_log(path: str | os.PathLike, output: str | os.PathLike) -> Path:
         ax.set_title(f"thermostat ({ensemble})")
     ax.set_xlabel("time (ps)")
 
-    ax = axes[1, 1]
-    for k in range(1, order):
-        ax.hist(dE[:, k] / n_atoms, bins=30, alpha=0.6, label=f"$\\Delta E_{k + 1}$")
-    ax.set_xlabel("contribution (eV/atom)")
-    ax.set_ylabel("frames")
-    ax.set_title("distributions")
-    if order > 1:
-        ax.legend()
-
     output = Path(output)
     fig.savefig(output)
-    plt.close(fig)
     return output
+
+
+def _number(value: float) -> str:
+    """Four decimals, or three significant digits for what they would show as 0."""
+    return f"{value:.4f}" if abs(value) >= 0.01 or value == 0 else f"{value:.3g}"
+
+
+def _formula(numbers) -> str:
+    import ase
+
+    return ase.Atoms(numbers=numbers).get_chemical_formula()

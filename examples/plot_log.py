@@ -5,12 +5,9 @@
 
 import argparse
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ase_bodyorder.h5md import read_log  # noqa: E402
+from ase_bodyorder.h5md import read_log
 
 parser = argparse.ArgumentParser()
 parser.add_argument("log")
@@ -23,11 +20,17 @@ time_ps = data.observables["body_order_energies"]["time"] / 1000
 n_atoms = len(data.numbers)
 print(f"{len(data.step)} frames of {n_atoms} atoms, K = {dE.shape[1]}, model {data.metadata.get('model')}")
 
-fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
-for k in range(1, dE.shape[1]):
-    ax.plot(time_ps, dE[:, k] / n_atoms, label=f"$\\Delta E_{k + 1}$")
-ax.set_xlabel("time (ps)")
-ax.set_ylabel("contribution (eV/atom)")
-ax.legend()
-fig.savefig(args.output)
-print(f"plot written to {args.output}; the frames as ASE Atoms: data.frames()")
+# dE_2 (about -3 eV/atom) and dE_3 (near 0) on one axis would both look flat: each order
+# gets its own panel, showing its fluctuation about its mean (meV/atom); dE_1 is constant
+orders = range(1, dE.shape[1])
+fig = Figure(figsize=(7, 1.8 * max(1, len(orders)) + 0.6), layout="constrained")
+axes = fig.subplots(max(1, len(orders)), 1, sharex=True, squeeze=False)[:, 0]
+for ax, k in zip(axes, orders):
+    mean = dE[:, k].mean() / n_atoms
+    ax.plot(time_ps, (dE[:, k] / n_atoms - mean) * 1000, color=f"C{k - 1}")
+    ax.set_ylabel(f"$\\Delta E_{{{k + 1}}}$ - mean\n(meV/atom)")
+    ax.set_title(f"$\\Delta E_{{{k + 1}}}$: mean {mean:.4f} eV/atom", fontsize=9, loc="left")
+axes[-1].set_xlabel("time (ps)")
+fig.savefig(args.output)  # the object-oriented API: no backend to select, no pyplot
+print(f"plot written to {args.output} (ase-bodyorder report {args.log} draws more); "
+      "the frames as ASE Atoms: data.frames()")
