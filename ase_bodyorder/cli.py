@@ -1,10 +1,30 @@
-"""The ``ase-bodyorder`` command line."""
+"""The ``ase-bodyorder`` command line.
+
+Errors: problems with the user's input (a bad option, a file that is missing or not
+what was expected, a model that does not fit the structure) print one line on stderr;
+anything unexpected (a bug) prints its traceback too. ``--debug`` (before the command)
+prints the traceback of every error.
+
+Exit codes:
+
+- 0: success
+- 1: a runtime error (an expansion too large, disk full, an internal error)
+- 2: bad usage or input (options, files, models, logs that do not match)
+- 3: ``ipi driver``: the i-PI server went away
+- 130: interrupted (Ctrl-C); ``md`` closes its log first and says where it stopped
+- 141: standard output was closed early by its reader (``| head``), as a process
+  killed by SIGPIPE would exit; nothing is printed
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
@@ -14,26 +34,60 @@ class CommandError(Exception):
     """A problem with the user's input: printed as one line, exit code 2."""
 
 
+def _positive_order(text: str) -> int:
+    """argparse type of -K/--max-order: an integer >= 1 (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (the body order K), got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (the body order K), got {value}")
+    return value
+
+
 def _add_model_options(parser: argparse.ArgumentParser, order_required: bool = True) -> None:
     parser.add_argument(
         "--model",
         default="default",
-        help="metatomic .pt model, or a shipped model's name (default: the shipped default model)",
+        help="metatomic .pt model file, or a shipped model's name (see 'ase-bodyorder models'); "
+        "default: '%(default)s', the shipped default model",
     )
-    parser.add_argument("--max-order", "-K", type=int, required=order_required, help="body order K >= 1")
+    parser.add_argument(
+        "--max-order", "-K", type=_positive_order, required=order_required, metavar="K",
+        help="body order K >= 1: the expansion keeps every subcluster of at most K bodies",
+    )
     parser.add_argument("--cutoff", type=float, default=None, help="locality radius in A (default: the model's)")
     parser.add_argument(
         "--fragments",
         default=None,
-        help="bodies: 'molecules' (covalently bonded groups of the structure) or a JSON list of atom-index lists",
+        help="bodies: 'molecules' (covalently bonded groups of the structure) or a JSON list of "
+        "atom-index lists (default: every atom is a body)",
     )
     parser.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
+
+
+def _check_model(model: str) -> None:
+    """Refuse, before anything is loaded, a --model that is neither a file nor a known
+    name, listing the names that would work. The one place that knows the names."""
+    from .models import list_models
+
+    names = list_models()
+    if model == "default" or model in names or Path(model).exists():
+        return
+    shipped = ", ".join(names) if names else "none"
+    if model.endswith(".pt") or "/" in model or "\\" in model:
+        raise CommandError(
+            f"model file '{model}' does not exist (and no shipped model has that name; "
+            f"shipped models: {shipped})"
+        )
+    raise CommandError(f"no model file or shipped model named '{model}'; shipped models: {shipped}")
 
 
 def _calculator(args, atoms=None):
     from .calculator import MODEL_CUTOFF, BodyOrderCalculator
     from .expansion import molecules
 
+    _check_model(args.model)
     fragments = None
     if args.fragments == "molecules":
         if atoms is None:
@@ -53,15 +107,77 @@ def _calculator(args, atoms=None):
     )
 
 
-def _read_structure(path: str, index=-1):
-    import ase.io
+_EXPECTED = "expected a structure file that ASE can read (e.g. extxyz, xyz, cif, POSCAR)"
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
-    if not Path(path).exists():
+
+def _read_structure(path: str, index=-1):
+    """One ``Atoms`` (``index=-1``: the last frame) or a non-empty list of them
+    (``index=":"``), or a CommandError saying what was expected and what went wrong."""
+    import ase
+    import ase.io
+    from ase.io.formats import filetype, ioformats
+
+    file = Path(path)
+    if not file.exists():
         raise CommandError(f"structure file '{path}' does not exist")
+    if file.is_dir():
+        raise CommandError(f"'{path}' is a folder; {_EXPECTED}")
+    with open(file, "rb") as handle:
+        if handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+            raise CommandError(_hdf5_message(file))
     try:
-        return ase.io.read(path, index=index)
+        fmt = filetype(str(file))
+        guess = f"ASE guessed its format as '{fmt}' (from its name or contents)"
     except Exception as error:
-        raise CommandError(f"could not read a structure from '{path}': {error}") from None
+        fmt = None
+        guess = f"ASE could not guess its format ({type(error).__name__}: {error})"
+    if fmt is not None and fmt not in ioformats:  # filetype falls back on the suffix
+        raise CommandError(
+            f"could not read a structure from '{path}': ASE could not tell its format and has no "
+            f"reader for its suffix '{fmt}'; {_EXPECTED}"
+        )
+    try:
+        result = ase.io.read(str(file), index=index)
+    except StopIteration:  # ase.io.read's way of saying that it found no frame
+        raise CommandError(
+            f"could not read a structure from '{path}': {guess} and found no frame in it; {_EXPECTED}"
+        ) from None
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise CommandError(
+            f"could not read a structure from '{path}': {guess}, which failed with {reason}; {_EXPECTED}"
+        ) from None
+    frames = result if isinstance(result, list) else [result]
+    if not frames:
+        raise CommandError(
+            f"could not read a structure from '{path}': {guess} and found no frame in it; {_EXPECTED}"
+        )
+    wrong = [f for f in frames if not isinstance(f, ase.Atoms)]
+    if wrong:
+        raise CommandError(
+            f"could not read a structure from '{path}': {guess}, whose reader returned "
+            f"{type(wrong[0]).__name__} instead of atoms; {_EXPECTED}"
+        )
+    return result
+
+
+def _hdf5_message(file: Path) -> str:
+    """Why an HDF5 file is not a structure, and what to do with an ase-bodyorder log."""
+    try:
+        import h5py
+
+        with h5py.File(file, "r", locking=False) as h5:
+            is_log = "h5md" in h5 and "parameters/ase_bodyorder" in h5
+    except Exception:
+        is_log = False
+    if is_log:
+        return (
+            f"'{file}' is an ase-bodyorder MD log (H5MD), not a structure file: "
+            f"'ase-bodyorder info {file}' and 'ase-bodyorder report {file}' read logs, "
+            f"and 'md STRUCTURE --append --log {file}' continues one; {_EXPECTED}"
+        )
+    return f"'{file}' is an HDF5 file, which ASE cannot read as a structure; {_EXPECTED}"
 
 
 # ----------------------------------------------------------------------------------
@@ -80,6 +196,10 @@ def _cmd_md(args) -> int:
     if args.overwrite and args.append:
         raise CommandError("--overwrite and --append exclude each other")
     log = Path(args.log)
+    if args.append and not log.exists():
+        raise CommandError(
+            f"--append needs an existing log; '{log}' does not exist (use without --append to start one)"
+        )
     if log.exists() and not (args.overwrite or args.append):
         raise CommandError(f"log '{log}' exists: pass --overwrite to replace it or --append to continue it")
     if not log.parent.exists():
@@ -89,9 +209,10 @@ def _cmd_md(args) -> int:
     if not log.exists() and not _writable(log.parent):
         raise CommandError(f"cannot write the log in '{log.parent}'")
 
+    _check_model(args.model)
     atoms = _read_structure(args.structure)
     step_offset, initialise = 0, True
-    if args.append and log.exists():
+    if args.append:
         previous = read_log(log)
         if len(previous.step) == 0:
             raise CommandError(f"log '{log}' holds no frame to continue from")
@@ -107,29 +228,37 @@ def _cmd_md(args) -> int:
         if previous.cells is not None:
             atoms.cell = previous.cells[-1]
         step_offset, initialise = int(previous.step[-1]), False
+        what = "positions, velocities and cell" if previous.cells is not None else "positions and velocities"
+        print(
+            f"note: continuing '{log}' from its last frame (step {step_offset}): {what} come from the log; "
+            f"'{args.structure}' only supplied the species and their order",
+            file=sys.stderr,
+        )
 
     calculator = _calculator(args, atoms)
     mode = "append" if args.append else ("overwrite" if args.overwrite else "create")
     try:
-        result = run_md(
-            atoms,
-            calculator,
-            steps=args.steps,
-            timestep_fs=args.timestep,
-            ensemble=args.ensemble,
-            temperature_K=args.temperature,
-            friction_per_fs=args.friction,
-            seed=args.seed,
-            log=log,
-            log_every=args.log_every,
-            flush_every=args.flush_every,
-            log_mode=mode,
-            step_offset=step_offset,
-            per_atom=args.per_atom,
-            full_model_every=args.full_model_every,
-            initialise_velocities=initialise,
-            progress=not args.quiet,
-        )
+        with _warnings_to_stderr(args.command):
+            result = run_md(
+                atoms,
+                calculator,
+                steps=args.steps,
+                timestep_fs=args.timestep,
+                ensemble=args.ensemble,
+                temperature_K=args.temperature,
+                friction_per_fs=args.friction,
+                seed=args.seed,
+                log=log,
+                log_every=args.log_every,
+                flush_every=args.flush_every,
+                log_mode=mode,
+                step_offset=step_offset,
+                per_atom=args.per_atom,
+                full_model_every=args.full_model_every,
+                initialise_velocities=initialise,
+                progress=not args.quiet,
+                command_line=args.command_line,
+            )
     except KeyboardInterrupt:  # a second Ctrl-C: the log was closed on the way out
         result = None
     if result is None or result.interrupted:
@@ -139,6 +268,28 @@ def _cmd_md(args) -> int:
         return 130
     print(f"ran {result.steps_done} steps (last step {result.last_step}); log written to '{log}'")
     return 0
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr(command: str):
+    """Show the run's warnings (runaway dynamics) as one plain line on stderr each,
+    above the progress bar; other warnings keep Python's usual display."""
+    from .md import RunawayWarning
+
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, RunawayWarning):
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"ase-bodyorder {command}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RunawayWarning)
+        warnings.showwarning = showwarning
+        yield
 
 
 def _writable(path: Path) -> bool:
@@ -170,11 +321,12 @@ def _print_decompositions(rows, fmt: str, order: int) -> None:
     if fmt == "json":
         print(json.dumps([{"structure": n, "n_atoms": a, **r.as_dict(), "per_atom": None} for n, a, r in rows], indent=1))
         return
-    header = ["structure", "n_atoms"] + [f"dE_{k}" for k in range(1, order + 1)] + [f"E^({order})"]
+    # energies in eV, n_k are counts (the k-body subclusters)
+    header = ["structure", "n_atoms"] + [f"dE_{k}/eV" for k in range(1, order + 1)] + [f"E^({order})/eV"]
     header += [f"n_{k}" for k in range(1, order + 1)]
     has_full = rows and rows[0][2].full_energy is not None
     if has_full:
-        header += ["E_model", "remainder"]
+        header += ["E_model/eV", "remainder/eV"]
     table = []
     for name, n_atoms, r in rows:
         line = [name, str(n_atoms)] + [f"{e:.6f}" for e in r.body_order_energies]
@@ -187,10 +339,17 @@ def _print_decompositions(rows, fmt: str, order: int) -> None:
         for line in table:
             print(",".join(line))
         return
-    widths = [max(len(h), *(len(line[i]) for line in table)) for i, h in enumerate(header)]
+    widths = [max([len(h)] + [len(line[i]) for line in table]) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     for line in table:
         print("  ".join(v.rjust(w) for v, w in zip(line, widths)))
+    legend = (
+        f"dE_k: k-body contribution; E^({order}): energy truncated at K = {order}; "
+        "n_k: number of k-body subclusters"
+    )
+    if has_full:
+        legend += "; E_model: the plain model; remainder: E_model - E^(K)"
+    print(legend)
 
 
 def _cmd_info(args) -> int:
@@ -216,6 +375,11 @@ def _cmd_curves(args) -> int:
 
     from .analysis import dimer_curve, plot_curves, trimer_curve
 
+    _check_model(args.model)
+    if args.points < 2:
+        raise CommandError(f"--points must be at least 2, got {args.points}")
+    if not 0 < args.min < args.max:
+        raise CommandError(f"need 0 < --min < --max (A), got --min {args.min} --max {args.max}")
     distances = np.linspace(args.min, args.max, args.points)
     curves = []
     if args.kind in ("dimer", "both"):
@@ -256,55 +420,94 @@ def build_parser() -> argparse.ArgumentParser:
         description="Many-body expansions of machine-learning interatomic potentials.",
     )
     parser.add_argument("--version", action="version", version=f"ase-bodyorder {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the full traceback of every error (give it before the command)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     md = sub.add_parser("md", help="run MD with a body-order-truncated model and log every step (H5MD)")
     md.add_argument("structure", help="any structure file ASE can read (last frame used)")
     _add_model_options(md)
     md.add_argument("--steps", type=int, required=True, help="number of MD steps")
-    md.add_argument("--timestep", type=float, default=0.5, help="timestep in fs (default 0.5)")
-    md.add_argument("--ensemble", choices=["nve", "langevin", "bussi"], default="nve")
-    md.add_argument("--temperature", type=float, default=None, help="K; also sets initial velocities")
-    md.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs (default 0.01)")
-    md.add_argument("--log", default="bodyorder.h5", help="H5MD log file (default bodyorder.h5)")
-    md.add_argument("--log-every", type=int, default=1, help="log every n steps (default 1)")
-    md.add_argument("--flush-every", type=int, default=10, help="write to disk every n logged frames")
+    md.add_argument("--timestep", type=float, default=0.5, help="timestep in fs (default %(default)s)")
+    md.add_argument(
+        "--ensemble", choices=["nve", "langevin", "bussi"], default="nve",
+        help="nve: velocity Verlet; langevin: Langevin thermostat (--friction); bussi: stochastic "
+        "velocity rescaling; the thermostats need --temperature (default %(default)s)",
+    )
+    md.add_argument(
+        "--temperature", type=float, default=None,
+        help="K: the thermostat's target; also draws the initial velocities (default: none, atoms start at rest)",
+    )
+    md.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs (default %(default)s)")
+    md.add_argument("--log", default="bodyorder.h5", help="H5MD log file (default %(default)s)")
+    md.add_argument("--log-every", type=int, default=1, help="log every n steps (default %(default)s)")
+    md.add_argument(
+        "--flush-every", type=int, default=10,
+        help="write the buffered frames to disk every n logged frames; a crash loses at most n-1 "
+        "(default %(default)s)",
+    )
     md.add_argument("--per-atom", action="store_true", help="also log per-atom body-order energies")
-    md.add_argument("--full-model-every", type=int, default=0, help="log the plain model's energy every m steps")
-    md.add_argument("--seed", type=int, default=None)
+    md.add_argument(
+        "--full-model-every", type=int, default=0,
+        help="log the plain model's energy every m steps (default %(default)s: never)",
+    )
+    md.add_argument(
+        "--seed", type=int, default=None,
+        help="random seed of the initial velocities and the thermostat, for reproducible runs "
+        "(default: %(default)s, a fresh seed every run)",
+    )
     md.add_argument("--overwrite", action="store_true", help="replace an existing log")
-    md.add_argument("--append", action="store_true", help="continue an existing log from its last frame")
+    md.add_argument(
+        "--append", action="store_true",
+        help="continue an existing log from its last frame (its positions, velocities and cell; the "
+        "structure file only gives species and order) and record this command line in it",
+    )
     md.add_argument("--quiet", action="store_true", help="no progress bar")
     md.set_defaults(run=_cmd_md)
 
     dec = sub.add_parser("decompose", help="per-structure body-order contributions")
     dec.add_argument("structures", nargs="+", help="structure files (every frame is decomposed)")
     _add_model_options(dec)
-    dec.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    dec.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table",
+        help="output format; energies in eV (default %(default)s)",
+    )
     dec.add_argument("--full-model", action="store_true", help="also evaluate the plain model and the remainder")
-    dec.add_argument("--quiet", action="store_true")
+    dec.add_argument("--quiet", action="store_true", help="no progress bar (shown for several structures)")
     dec.set_defaults(run=_cmd_decompose)
 
     info = sub.add_parser("info", help="text summary of a log")
-    info.add_argument("log")
+    info.add_argument("log", help="H5MD log written by 'ase-bodyorder md' (or 'ipi run')")
     info.set_defaults(run=_cmd_info)
 
     report = sub.add_parser("report", help="plots of a log (PNG or PDF)")
-    report.add_argument("log")
-    report.add_argument("-o", "--output", default=None, help="FILE.png or FILE.pdf (default: next to the log)")
-    report.add_argument("--overwrite", action="store_true")
+    report.add_argument("log", help="H5MD log written by 'ase-bodyorder md' (or 'ipi run')")
+    report.add_argument(
+        "-o", "--output", default=None, help="FILE.png or FILE.pdf (default: the log's name with .png, next to it)"
+    )
+    report.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     report.set_defaults(run=_cmd_report)
 
     curves = sub.add_parser("curves", help="dimer and trimer body-order curves of a model (CSV, plot)")
-    curves.add_argument("--model", default="default")
+    curves.add_argument(
+        "--model", default="default",
+        help="metatomic .pt model file, or a shipped model's name (default: '%(default)s', the shipped default model)",
+    )
     curves.add_argument("--species", nargs="+", default=["H"], help="element symbols (default H)")
-    curves.add_argument("--kind", choices=["dimer", "trimer", "both"], default="both")
-    curves.add_argument("--min", type=float, default=0.5, help="shortest distance (A)")
-    curves.add_argument("--max", type=float, default=5.0, help="longest distance (A)")
-    curves.add_argument("--points", type=int, default=91)
-    curves.add_argument("--device", default=None)
-    curves.add_argument("-o", "--output", default=None, help="plot to FILE.png or FILE.pdf")
-    curves.add_argument("--overwrite", action="store_true")
+    curves.add_argument(
+        "--kind", choices=["dimer", "trimer", "both"], default="both",
+        help="dimer: two-body energy of a pair at distance r; trimer: three-body energy of an "
+        "equilateral triangle of side r (default %(default)s)",
+    )
+    curves.add_argument("--min", type=float, default=0.5, help="shortest distance in A (default %(default)s)")
+    curves.add_argument("--max", type=float, default=5.0, help="longest distance in A (default %(default)s)")
+    curves.add_argument(
+        "--points", type=int, default=91, help="number of distances from --min to --max (default %(default)s)"
+    )
+    curves.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
+    curves.add_argument("-o", "--output", default=None, help="plot to FILE.png or FILE.pdf (default: no plot)")
+    curves.add_argument("--overwrite", action="store_true", help="replace an existing plot file")
     curves.set_defaults(run=_cmd_curves)
 
     models = sub.add_parser("models", help="list the shipped models")
@@ -316,19 +519,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _own_errors() -> tuple[type, ...]:
+    """The package's own exception classes for bad input (exit 2, one line)."""
+    from .checks import LocalityError
+    from .h5md import LogExistsError, LogMismatchError
+
+    return (CommandError, LocalityError, LogExistsError, LogMismatchError)
+
+
+#: other exceptions that mean bad input (exit 2, one line): a ValueError only when this
+#: package raised it (see _is_own_validation)
+_INPUT_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def _runtime_errors() -> tuple[type, ...]:
+    """Exceptions that mean the run could not go on (exit 1, one line)."""
+    from .expansion import ExpansionTooLargeError
+
+    return (ExpansionTooLargeError, MemoryError, OSError)
+
+
+def _is_user_error(error: BaseException) -> bool:
+    if isinstance(error, _own_errors()):
+        return True
+    return isinstance(error, _INPUT_ERRORS) and _is_own_validation(error)
+
+
+def _is_own_validation(error: BaseException) -> bool:
+    """A ValueError is the user's when this package raised it (its input checks); one
+    raised deep inside numpy, torch, h5py... may well be a bug here: show it whole."""
+    if not isinstance(error, ValueError):
+        return True
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return True
+    package = os.path.dirname(os.path.abspath(__file__))
+    return os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package + os.sep)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
+    # what a log records as this run's command line
+    args.command_line = list(sys.argv) if argv is None else ["ase-bodyorder", *argv]
+    name = f"ase-bodyorder {args.command}"
     try:
-        return args.run(args)
-    except CommandError as error:
-        print(f"ase-bodyorder {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, PermissionError, OSError) as error:
-        print(f"ase-bodyorder {args.command}: error: {error}", file=sys.stderr)
+        code = args.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader of stdout went away (``| head``). As the Python docs advise (signal
+        # module, "Note on SIGPIPE"), point stdout at devnull so that the flush at exit
+        # cannot raise again, and exit quietly; the docs' example exits 1, we exit 141
+        # (128 + SIGPIPE) as a process killed by SIGPIPE would, like the shell's tools,
+        # so that the code is not mistaken for an error of ours.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):  # no real stdout (e.g. captured)
+            pass
+        return 141
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        user = _is_user_error(error)
+        runtime = not user and isinstance(error, _runtime_errors())
+        if args.debug or not (user or runtime):
+            traceback.print_exc()
+        if user or runtime:
+            print(f"{name}: error: {error}", file=sys.stderr)
+            return 2 if user else 1
+        print(
+            f"{name}: internal error: {type(error).__name__}: {error}\n"
+            "This is probably a bug in ase-bodyorder; please report it with the traceback above.",
+            file=sys.stderr,
+        )
         return 1
 
 
