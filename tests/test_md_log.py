@@ -93,9 +93,17 @@ def test_append_continues_and_nothing_is_overwritten(exported_models, structure,
     assert _md(exported_models["full"], structure, log) == 2
     assert "exists" in capsys.readouterr().err
     assert hashlib.sha256(log.read_bytes()).hexdigest() == digest
+    capsys.readouterr()
     assert _md(exported_models["full"], structure, log, "--append") == 0
+    err = capsys.readouterr().err
+    assert f"note: continuing '{log}' from its last frame (step 30): positions and velocities come from the log" in err
+    assert f"'{structure}' only supplied the species and their order" in err
     data = read_log(log)
     assert np.array_equal(data.step, np.arange(61))
+    # both command lines are kept, the appended one last
+    lines = data.metadata["command_lines"]
+    assert len(lines) == 2 and "--append" not in lines[0] and lines[1][-1] == "--append"
+    assert lines[0][:2] == ["ase-bodyorder", "md"] and data.metadata["command_line"] == lines[0]
     # the continued run starts from the last frame: positions move smoothly across it
     steps = np.abs(np.diff(data.positions[:31], axis=0)).max(axis=(1, 2))
     jump = np.abs(data.positions[31] - data.positions[30]).max()
@@ -144,7 +152,7 @@ def test_decompose_command(exported_models, structure, tmp_path, capsys):
     assert main(["decompose", str(structure), str(many), "--model", str(exported_models["full"]), "-K", "3",
                  "--format", "csv", "--full-model", "--quiet"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("structure,n_atoms,dE_1,dE_2,dE_3,E^(3)")
+    assert lines[0].startswith("structure,n_atoms,dE_1/eV,dE_2/eV,dE_3/eV,E^(3)/eV,n_1,n_2,n_3,E_model/eV")
     assert len(lines) == 5
     assert main(["decompose", str(structure), "--model", str(exported_models["full"]), "-K", "2", "--format", "json"]) == 0
     import json
@@ -160,7 +168,8 @@ def test_info_and_report(exported_models, structure, tmp_path, capsys):
     capsys.readouterr()
     assert main(["info", str(log)]) == 0
     text = capsys.readouterr().out
-    assert "31 (steps 0..30" in text and "total-energy drift" in text
+    assert "31 (steps 0..30" in text and "total-energy drift" in text and "eV/atom/ps" in text
+    assert "command:" in text and "--full-model-every 5" in text
     assert main(["report", str(log), "-o", str(tmp_path / "report.png")]) == 0
     assert (tmp_path / "report.png").stat().st_size > 10_000
     assert main(["report", str(log), "-o", str(tmp_path / "report.png")]) == 2  # no silent overwrite
@@ -277,3 +286,15 @@ def test_first_ctrl_c_ends_the_run_after_a_whole_step(exported_models, tmp_path)
     data = read_log(tmp_path / "stop.h5")
     assert data.step.tolist() == list(range(8))  # every step up to the stop, none half-written
     assert np.allclose(data.positions[-1], atoms.positions)
+
+
+def test_a_runaway_is_reported_on_stderr(exported_models, tmp_path, capsys):
+    atoms = random_cluster(8, 0.05, 2, min_distance=1.0)
+    atoms.positions *= 0.45  # squeezed far inside the potential's repulsive wall
+    ase.io.write(tmp_path / "squeezed.xyz", atoms)
+    assert main(["md", str(tmp_path / "squeezed.xyz"), "--model", str(exported_models["full"]), "-K", "2",
+                 "--steps", "30", "--timestep", "2", "--ensemble", "langevin", "--temperature", "100", "--seed", "1",
+                 "--log", str(tmp_path / "hot.h5"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("ase-bodyorder md: warning: the temperature reached") == 1, err
+    assert "--fragments molecules" in err
