@@ -14,9 +14,25 @@ Writes, into --out (default data/):
 - ``fci_settings.json``: every setting and seed used.
 
 Usage: python scripts/generate_fci_references.py [--out data] [--workers 2] [--stage labels|mbe|all]
+       python scripts/generate_fci_references.py --check-reproduces [--out data]
+       python scripts/generate_fci_references.py --reselect-committee [--committee-models DIR]
+
+Every structure is drawn from the seeds in ``SETTINGS``, except that the committee blocks
+(``COMMITTEE_BLOCKS``) keep the candidates a committee of models chose: those choices are
+recorded in ``data/committee_choices.json`` (``--choices``) and read from there, so
+regenerating the pool needs neither the committee's models nor git history.
+``--reselect-committee`` runs the committee again instead (it needs the historical model
+files: from git history, so a full clone, or from ``--committee-models``), writes its
+choices to --out/committee_choices.json and builds the pool from them.
 
 Results are cached in --out/.labels.jsonl and .mbe.jsonl: a rerun resumes. Without a label
-cache, the labels of an existing pool in --out are reused for the structures it holds.
+cache, the labels of an existing pool in --out are reused for the structures it holds (same
+index, same positions), so only new structures are labelled.
+
+``--check-reproduces`` regenerates every structure, takes its label from the pool in --out,
+renders the pool as the labelling stage writes it and compares it byte for byte with that
+pool (and fci_settings.json with ``SETTINGS``); no FCI, no git, nothing written to --out.
+Exits 1 if anything differs or a structure has no label there.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import multiprocessing
 import tempfile
 import time
@@ -33,10 +50,13 @@ from typing import Callable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+# what the committee chose for each committee block (see COMMITTEE_BLOCKS), recorded once
+COMMITTEE_CHOICES = ROOT / "data" / "committee_choices.json"
 
 # the committee of the committee-chosen blocks: the three stages of the default PET that
 # shipped before 2026-12-01 (stages 1-3 of training/pet/stages), each the model file at a
-# git commit, checked by SHA-256
+# git commit, checked by SHA-256. Only --reselect-committee uses it: regeneration reads the
+# choices it made from COMMITTEE_CHOICES
 DEFAULT_PET_COMMITTEE = {
     "path": "ase_bodyorder/models/pet-h-fci.pt",
     "commits": {
@@ -96,7 +116,8 @@ SETTINGS = {
     # candidates_per_size clusters drawn like the others, keep the per_size on which the
     # committee's force predictions disagree most (RMS over atoms and components of their
     # standard deviation); all to the training split. The committee is the three stages of
-    # the default PET that shipped (the file at each git commit, checked by SHA-256). On the
+    # the default PET that shipped (the file at each git commit, checked by SHA-256); what it
+    # chose is recorded in data/committee_choices.json, which regeneration reads. On the
     # dense test and validation clusters the committee's disagreement ranks the shipped
     # model's force errors with Spearman 0.93 and 0.89, and its eight worst clusters of each
     # lie at the 82nd-99th percentile of disagreement; the shipped model fits its training
@@ -144,7 +165,8 @@ DRAWN_TRAINING_BLOCKS = (
     "more_dense_train_clusters",
     "compact_unit_train_clusters",
 )
-# the blocks of training clusters chosen by a committee, appended after those above in this order
+# the blocks of training clusters chosen by a committee, appended after those above in this
+# order; the candidates chosen are read from COMMITTEE_CHOICES
 COMMITTEE_BLOCKS = ("committee_train_clusters", "committee_train_clusters_2")
 # the held-out blocks (test or validation only), appended after those above in this order
 HELDOUT_BLOCKS = ("heldout_test_clusters", "heldout_val_clusters")
@@ -302,17 +324,24 @@ def fci_lowest_energies(positions: np.ndarray, nroots: int) -> np.ndarray:
 def random_cluster(rng: np.random.Generator, n: int, density: float) -> np.ndarray:
     """n points uniform in a sphere of volume n/density, pairwise >= min_distance."""
     radius = (3.0 * n / (4.0 * np.pi * density)) ** (1.0 / 3.0)
+    min_distance = SETTINGS["min_distance"]
     while True:
         points: list[np.ndarray] = []
         for _ in range(1000 * n):
             p = rng.uniform(-radius, radius, 3)
             if p @ p > radius**2:
                 continue
-            if all(np.linalg.norm(p - q) >= SETTINGS["min_distance"] for q in points):
+            # sqrt(d.dot(d)) is what np.linalg.norm(d) computes for a vector, without its
+            # overhead (the pool's structures depend on these exact comparisons)
+            for q in points:
+                d = p - q
+                if math.sqrt(d.dot(d)) < min_distance:
+                    break
+            else:
                 points.append(p)
                 if len(points) == n:
                     pos = np.array(points)
-                    return pos - pos.mean(axis=0)
+                    return pos - pos.sum(axis=0) / n  # what pos.mean(axis=0) computes
 
 
 def first_pool_size() -> int:
@@ -324,7 +353,14 @@ def first_pool_size() -> int:
     ]
 
 
-def build_structures() -> list[dict]:
+def build_structures(choices: dict | None = None) -> list[dict]:
+    """Every structure of the pool, in its order, with ``set``, ``density``, ``positions``
+    and ``split`` (written to the pool) and ``block`` (not written: ``first_pool``, or the
+    settings block it was drawn for). The committee blocks take the candidates recorded
+    in ``choices`` (as ``load_committee_choices`` reads them; by default from
+    COMMITTEE_CHOICES): no model and no git history is needed."""
+    if choices is None:
+        choices = load_committee_choices()
     rng = np.random.default_rng(SETTINGS["seed"])
     structures = [{"set": "atom", "density": 0.0, "positions": np.zeros((1, 3))}]
     lo, hi = SETTINGS["dimer_range"]
@@ -358,17 +394,25 @@ def build_structures() -> list[dict]:
     # the additions (training only, except the held-out blocks), each from its own
     # seed, appended in the order they were added so that every earlier structure keeps
     # its index
+    for s in structures:
+        s["block"] = "first_pool"
     extra = SETTINGS["extra_train_clusters"]
     rng = np.random.default_rng(extra["seed"])
     for name, sizes, per_size in extra["sets"]:
-        structures += _drawn_clusters(rng, name, sizes, per_size)
+        structures += _in_block(_drawn_clusters(rng, name, sizes, per_size), "extra_train_clusters")
     for name in DRAWN_TRAINING_BLOCKS:
-        structures += _block_clusters(SETTINGS[name])
+        structures += _in_block(_block_clusters(SETTINGS[name]), name)
     for name in COMMITTEE_BLOCKS:
-        structures += _committee_clusters(SETTINGS[name])
+        structures += _in_block(committee_block_clusters(name, choices), name)
     for name in HELDOUT_BLOCKS + LATE_TRAINING_BLOCKS:
-        structures += _block_clusters(SETTINGS[name])
+        structures += _in_block(_block_clusters(SETTINGS[name]), name)
     return structures
+
+
+def _in_block(clusters: list[dict], name: str) -> list[dict]:
+    for cluster in clusters:
+        cluster["block"] = name
+    return clusters
 
 
 def _block_clusters(block: dict) -> list[dict]:
@@ -384,13 +428,84 @@ def _block_clusters(block: dict) -> list[dict]:
     )
 
 
-def _committee_clusters(block: dict) -> list[dict]:
-    """The block's candidates on which the committee's forces disagree most, per size."""
-    candidates = _drawn_clusters(
+def _committee_candidates(block: dict) -> list[dict]:
+    """A committee block's candidates: ``candidates_per_size`` clusters of each size, drawn
+    like the others from the block's seed; the committee chose among them."""
+    return _drawn_clusters(
         np.random.default_rng(block["seed"]), block["density"], block["sizes"], block["candidates_per_size"]
     )
+
+
+# the settings of a committee block that fix its candidates and how many were chosen; the
+# choices file repeats them, and they must agree
+_CHOICE_KEYS = ("seed", "density", "sizes", "candidates_per_size", "per_size")
+
+
+def load_committee_choices(path: Path = COMMITTEE_CHOICES) -> dict:
+    """The recorded committee choices: for each committee block, the indices (into the
+    block's candidate draw, ``_committee_candidates``) of the clusters chosen, in pool
+    order."""
+    return json.loads(Path(path).read_text())
+
+
+def committee_block_clusters(name: str, choices: dict) -> list[dict]:
+    """The committee block ``name``'s clusters: its candidates at the recorded indices, in
+    the recorded order. The record must name the block's settings and hold ``per_size``
+    distinct candidates of each size."""
+    block, record = SETTINGS[name], choices[name]
+    for key in _CHOICE_KEYS:
+        if record.get(key) != block[key]:
+            raise ValueError(f"committee choices for {name}: {key} is {record.get(key)!r}, settings say {block[key]!r}")
+    chosen, count = record["chosen"], len(block["sizes"]) * block["candidates_per_size"]
+    if len(set(chosen)) != len(chosen) or not all(isinstance(i, int) and 0 <= i < count for i in chosen):
+        raise ValueError(f"committee choices for {name}: indices repeat or lie outside its {count} candidates")
+    candidates = _committee_candidates(block)
+    sizes = [len(candidates[i]["positions"]) for i in chosen]
+    if sorted(sizes) != sorted(n for n in block["sizes"] for _ in range(block["per_size"])):
+        raise ValueError(f"committee choices for {name}: not {block['per_size']} candidates of each size")
+    return [candidates[i] for i in chosen]
+
+
+def select_committee_choices(committee_models: Path | None = None) -> dict:
+    """Run the committee selection again (``--reselect-committee``; not on the regeneration
+    path): for each committee block, the candidates on which the committee's forces
+    disagree most, per size, as a record for ``committee_block_clusters``. Needs the
+    committee's model files: from ``committee_models`` (``<commit>.pt``) if given, else
+    from git history (a full clone); checked by SHA-256 either way. Needs metatomic-ase."""
+    return committee_choices_record(
+        {name: _select_by_committee(SETTINGS[name], committee_models) for name in COMMITTEE_BLOCKS}
+    )
+
+
+def committee_choices_record(chosen: dict[str, list[int]]) -> dict:
+    """The record (COMMITTEE_CHOICES) of each committee block's chosen candidate indices,
+    with the block settings they index into and the committee that chose them."""
+    record = {
+        "about": "indices, into each committee block's candidate draw (its seed, density, sizes and "
+        "candidates_per_size), of the clusters its committee chose, in pool order; written by "
+        "scripts/generate_fci_references.py --reselect-committee, read when the pool is regenerated",
+    }
+    for name in COMMITTEE_BLOCKS:
+        block = SETTINGS[name]
+        record[name] = {
+            **{key: block[key] for key in _CHOICE_KEYS},
+            "committee": block["committee"],
+            "chosen": [int(i) for i in chosen[name]],
+        }
+    return record
+
+
+def write_committee_choices(choices: dict, path: Path) -> None:
+    Path(path).write_text(json.dumps(choices, indent=1) + "\n")
+
+
+def _select_by_committee(block: dict, committee_models: Path | None) -> list[int]:
+    """The indices of the block's candidates on which the committee's forces disagree most
+    (RMS over atoms and components of their standard deviation), ``per_size`` of each
+    size, ascending (the pool order)."""
+    candidates = _committee_candidates(block)
     with tempfile.TemporaryDirectory(prefix="committee-") as folder:
-        models = _committee_models(block["committee"], Path(folder))
+        models = _committee_models(block["committee"], Path(folder), committee_models)
         forces = [_forces(model, [c["positions"] for c in candidates]) for model in models]
     disagreement = np.array(
         [np.sqrt(np.mean(np.var([member[i] for member in forces], axis=0))) for i in range(len(candidates))]
@@ -399,19 +514,24 @@ def _committee_clusters(block: dict) -> list[dict]:
     for n in block["sizes"]:
         of_size = [i for i, c in enumerate(candidates) if len(c["positions"]) == n]
         chosen += sorted(of_size, key=lambda i: -disagreement[i])[: block["per_size"]]
-    return [candidates[i] for i in sorted(chosen)]
+    return sorted(chosen)
 
 
-def _committee_models(committee: dict, folder: Path) -> list[Path]:
-    """The committee's model files, taken from git history into ``folder`` and checked by SHA-256."""
+def _committee_models(committee: dict, folder: Path, source: Path | None = None) -> list[Path]:
+    """The committee's model files, checked by SHA-256: ``source/<commit>.pt`` where
+    ``source`` is given, else taken from git history (``git show``, so a full clone) into
+    ``folder``. Only ``--reselect-committee`` gets here."""
     import hashlib
     import subprocess
 
     models = []
     for commit, sha256 in committee["commits"].items():
-        content = subprocess.run(
-            ["git", "show", f"{commit}:{committee['path']}"], cwd=ROOT, capture_output=True, check=True
-        ).stdout
+        if source is not None:
+            content = (Path(source) / f"{commit}.pt").read_bytes()
+        else:
+            content = subprocess.run(
+                ["git", "show", f"{commit}:{committee['path']}"], cwd=ROOT, capture_output=True, check=True
+            ).stdout
         if hashlib.sha256(content).hexdigest() != sha256:
             raise RuntimeError(f"{committee['path']} at {commit} is not the committee member recorded")
         models.append(folder / f"{commit}.pt")
@@ -468,7 +588,8 @@ def _cluster_filter(block: dict) -> Callable[[np.ndarray], bool]:
 def _short_contacts(positions: np.ndarray, distance: float) -> int:
     """How many atom pairs are closer than ``distance``."""
     d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    return int((d[np.triu_indices(len(positions), 1)] < distance).sum())
+    # d is exactly symmetric with a zero diagonal: each pair counted twice, each atom once
+    return (int((d < distance).sum()) - len(positions)) // 2
 
 
 def _has_compact_unit(positions: np.ndarray, distance: float) -> bool:
@@ -508,23 +629,92 @@ def _cached_map(function, items: list, cache: Path, workers: int) -> list:
     return [done[i] for i in range(len(items))]
 
 
+def pool_labels(structures: list[dict], pool: list) -> dict[int, dict]:
+    """The labels (``energy``, ``forces`` as a list) an existing pool (its frames, as
+    ``ase.io.read`` gives them) holds for ``structures``: for every structure it holds at
+    the same index with the same positions (to the 1e-8 A the file keeps)."""
+    labels = {}
+    for index, (structure, atoms) in enumerate(zip(structures, pool)):
+        if atoms.calc is None or atoms.positions.shape != structure["positions"].shape or not np.all(
+            np.abs(atoms.positions - structure["positions"]) <= 1e-8
+        ):
+            continue
+        # the values get_potential_energy() and get_forces() return, without their checks
+        # that the atoms have not moved since (a third of the time of reading the pool)
+        results = atoms.calc.results
+        labels[index] = {"energy": float(results["energy"]), "forces": np.asarray(results["forces"]).tolist()}
+    return labels
+
+
 def _reuse_pool_labels(structures: list[dict], pool: Path, cache: Path) -> None:
-    """Seed an absent label cache with the labels of an existing pool, for every structure
-    the pool holds at the same index with the same positions (so adding a block of
-    structures labels only the new ones, and labels corrected since, e.g. by
-    scripts/check_fci_labels.py, are kept)."""
+    """Seed an absent label cache with the labels of an existing pool (``pool_labels``), so
+    adding a block of structures labels only the new ones, and labels corrected since, e.g.
+    by scripts/check_fci_labels.py, are kept."""
     import ase.io
 
     if cache.exists() or not pool.exists():
         return
     with open(cache, "w") as out:
-        for index, (structure, atoms) in enumerate(zip(structures, ase.io.read(pool, ":"))):
-            if atoms.positions.shape != structure["positions"].shape or not np.allclose(
-                atoms.positions, structure["positions"], rtol=0, atol=1e-8
-            ):
-                continue
-            result = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces().tolist()}
+        for index, result in pool_labels(structures, ase.io.read(pool, ":")).items():
             out.write(json.dumps({"index": index, "result": result}) + "\n")
+
+
+def pool_frames(structures: list[dict], results: list[dict]) -> list:
+    """The pool's frames: each structure with its label (``energy``, ``forces``) and tags."""
+    import ase
+
+    frames = []
+    for s, r in zip(structures, results, strict=True):
+        atoms = ase.Atoms("H" * len(s["positions"]), positions=s["positions"])
+        atoms.info.update(energy=r["energy"], set=s["set"], density=float(s["density"]), split=s["split"])
+        atoms.arrays["forces"] = np.array(r["forces"])
+        frames.append(atoms)
+    return frames
+
+
+def write_pool(frames: list, path: Path) -> None:
+    import ase.io
+
+    ase.io.write(path, frames, format="extxyz")
+
+
+def settings_text() -> str:
+    """fci_settings.json as the generator writes it."""
+    return json.dumps(SETTINGS, indent=1)
+
+
+def check_reproduces(out: Path, choices: dict | None = None) -> list[str]:
+    """Regenerate the pool in ``out`` without FCI or git: every structure (the committee
+    blocks from the recorded ``choices``), labelled from that pool's own labels, rendered
+    as the labelling stage writes it into a temporary file and compared byte for byte;
+    fci_settings.json is compared with ``SETTINGS``. Returns what differs (nothing if the
+    pool reproduces)."""
+    import ase.io
+
+    out = Path(out)
+    problems = []
+    settings = out / "fci_settings.json"
+    if not settings.exists() or settings.read_text() != settings_text():
+        problems.append(f"{settings} is not SETTINGS as the generator writes it")
+    pool = out / "fci_h_clusters.extxyz"
+    structures = build_structures(choices)
+    committed = ase.io.read(pool, ":")
+    if len(committed) != len(structures):
+        problems.append(f"{pool} holds {len(committed)} structures, the settings give {len(structures)}")
+    labels = pool_labels(structures, committed)
+    missing = [i for i in range(len(structures)) if i not in labels]
+    if missing:
+        problems.append(f"{len(missing)} regenerated structures are not in {pool} (first: index {missing[0]})")
+        return problems
+    with tempfile.TemporaryDirectory(prefix="pool-") as folder:
+        rendered = Path(folder) / pool.name
+        write_pool(pool_frames(structures, [labels[i] for i in range(len(structures))]), rendered)
+        new, old = rendered.read_bytes(), pool.read_bytes()
+    if new != old:
+        at = next((i for i, (a, b) in enumerate(zip(new, old)) if a != b), min(len(new), len(old)))
+        line = old.count(b"\n", 0, at) + 1
+        problems.append(f"the regenerated pool differs from {pool} from byte {at} (line {line}); sizes {len(new)}, {len(old)}")
+    return problems
 
 
 def _label_json(positions: list) -> dict:
@@ -537,31 +727,55 @@ def _subsets_json(positions: list) -> dict:
 
 
 def main() -> None:
-    import ase
-    import ase.io
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--stage", choices=["labels", "mbe", "all"], default="all")
+    parser.add_argument(
+        "--choices", type=Path, default=COMMITTEE_CHOICES, help="the recorded committee choices (read, not run)"
+    )
+    parser.add_argument(
+        "--check-reproduces",
+        action="store_true",
+        help="regenerate the pool in --out from its own labels (no FCI, no git) and compare it byte for byte",
+    )
+    parser.add_argument(
+        "--reselect-committee",
+        action="store_true",
+        help="run the committee selection again from its historical models (git history or --committee-models) "
+        "instead of reading --choices; writes --out/committee_choices.json",
+    )
+    parser.add_argument(
+        "--committee-models", type=Path, help="with --reselect-committee: a folder of <commit>.pt instead of git history"
+    )
     args = parser.parse_args()
+    if args.check_reproduces:
+        problems = check_reproduces(args.out, load_committee_choices(args.choices))
+        for problem in problems:
+            print(problem)
+        print("reproduces byte for byte" if not problems else "does not reproduce")
+        raise SystemExit(1 if problems else 0)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    (args.out / "fci_settings.json").write_text(json.dumps(SETTINGS, indent=1))
+    (args.out / "fci_settings.json").write_text(settings_text())
 
     if args.stage in ("labels", "all"):
-        structures = build_structures()
+        if args.reselect_committee:
+            recorded = load_committee_choices(args.choices) if args.choices.exists() else None
+            choices = select_committee_choices(args.committee_models)
+            write_committee_choices(choices, args.out / "committee_choices.json")
+            for name in COMMITTEE_BLOCKS:
+                if recorded is None or recorded.get(name, {}).get("chosen") != choices[name]["chosen"]:
+                    print(f"{name}: the committee chose differently from {args.choices}", flush=True)
+        else:
+            choices = load_committee_choices(args.choices)
+        structures = build_structures(choices)
         _reuse_pool_labels(structures, args.out / "fci_h_clusters.extxyz", args.out / ".labels.jsonl")
         results = _cached_map(
             _label_json, [s["positions"].tolist() for s in structures], args.out / ".labels.jsonl", args.workers
         )
-        frames = []
-        for s, r in zip(structures, results):
-            atoms = ase.Atoms("H" * len(s["positions"]), positions=s["positions"])
-            atoms.info.update(energy=r["energy"], set=s["set"], density=float(s["density"]), split=s["split"])
-            atoms.arrays["forces"] = np.array(r["forces"])
-            frames.append(atoms)
-        ase.io.write(args.out / "fci_h_clusters.extxyz", frames, format="extxyz")
+        frames = pool_frames(structures, results)
+        write_pool(frames, args.out / "fci_h_clusters.extxyz")
         print(f"labelled {len(frames)} structures in {time.time() - start:.0f} s", flush=True)
 
     if args.stage in ("mbe", "all"):
