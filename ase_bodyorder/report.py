@@ -10,7 +10,14 @@ import numpy as np
 
 from .h5md import LogData, read_log
 
-__all__ = ["energy_drift", "summarise", "plot_log"]
+__all__ = ["bead_average", "energy_drift", "summarise", "plot_log"]
+
+
+def bead_average(values: np.ndarray) -> np.ndarray:
+    """Per-order series of a log, (frames, K): i-PI path-integral logs keep a bead
+    dimension (frames, beads, K), averaged here like i-PI's potential."""
+    values = np.asarray(values)
+    return values.mean(axis=1) if values.ndim == 3 else values
 
 
 def energy_drift(data: LogData) -> float | None:
@@ -45,8 +52,11 @@ def summarise(path: str | os.PathLike) -> str:
             lines.append(f"{key + ':':<17}{meta[key]}")
     obs = data.observables
     if "body_order_energies" in obs and len(obs["body_order_energies"]["value"]):
-        dE = obs["body_order_energies"]["value"]
-        counts = obs["subcluster_counts"]["value"]
+        dE = bead_average(obs["body_order_energies"]["value"])
+        counts = bead_average(obs["subcluster_counts"]["value"])
+        beads = obs["body_order_energies"]["value"].shape[1] if obs["body_order_energies"]["value"].ndim == 3 else 1
+        if beads > 1:
+            lines.append(f"beads:      {beads} (body-order statistics of the bead average)")
         lines.append("body order   mean dE_k (eV)     std (eV)    mean subclusters")
         for k in range(dE.shape[1]):
             lines.append(f"  {k + 1:>2}       {dE[:, k].mean():>14.6f} {dE[:, k].std():>12.6f}   {counts[:, k].mean():>12.1f}")
@@ -102,7 +112,7 @@ def plot_log(path: str | os.PathLike, output: str | os.PathLike) -> Path:
     obs = data.observables
     if "body_order_energies" not in obs:
         raise ValueError(f"'{path}' has no body_order_energies: not a truncated-model log")
-    dE = obs["body_order_energies"]["value"]
+    dE = bead_average(obs["body_order_energies"]["value"])
     if len(dE) == 0:
         raise ValueError(f"'{path}' holds no frame yet: nothing to plot")
     time_ps = obs["body_order_energies"]["time"] / 1000.0

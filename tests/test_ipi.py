@@ -199,6 +199,14 @@ def test_inprocess_log_matches_ipi_output(ipi_folder):
     for step, energy in zip(data.step.tolist(), data.observable("potential_energy")):
         assert abs(energy - by_step[step]) < 1e-6  # i-PI's own potential, bead average
     assert data.observable("body_order_energies").shape == (8, 4, 3)
+    # info summarises the bead average, one row per body order (not one per bead)
+    from ase_bodyorder.report import summarise
+
+    summary = summarise(log)
+    mean_dE3 = data.observable("body_order_energies")[:, :, 2].mean()
+    rows = [line.split() for line in summary.splitlines() if line.startswith("   ") and line.split()[0].isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 2, 3] and "beads:      4" in summary
+    assert abs(float(rows[2][1]) - mean_dE3) < 1e-6
     # extras present for every bead, and equal to the logged contributions
     for bead in range(4):
         text = (ipi_folder / f"sim.extras_{bead}").read_text()
