@@ -36,27 +36,44 @@ _PLAN_PARAMETERS = {"max_order", "cutoff", "fragments", "skin", "max_subclusters
 
 
 def make_backend(
-    model, device: str | None = None, *, variant: str | None = None, extensions_directory=None
+    model,
+    device: str | None = None,
+    *,
+    variant: str | None = None,
+    extensions_directory=None,
+    dtype: str | None = None,
 ) -> Backend:
     """A backend for a metatomic model (path, ``"default"`` or a shipped model's name,
-    loaded model), any ASE calculator, or a ready
+    loaded model), a SevenNet model (``"sevennet-0"``, another pretrained name, or a
+    ``.pth`` checkpoint), any ASE calculator, or a ready
     :class:`~ase_bodyorder.backends.Backend`.
 
     ``variant`` (the energy output ``energy/<variant>``) and ``extensions_directory``
-    are passed to metatomic, as metatomic's own calculator takes them.
+    are passed to metatomic, as metatomic's own calculator takes them. ``dtype``
+    chooses SevenNet's precision (default float64); a metatomic model computes in its
+    own dtype, which ``dtype`` must then equal.
     """
     if isinstance(model, Backend):
         return model
     if isinstance(model, BaseCalculator):
-        if variant is not None or extensions_directory is not None:
-            raise ValueError("variant and extensions_directory apply to metatomic models, not ASE calculators")
+        if variant is not None or extensions_directory is not None or dtype is not None:
+            raise ValueError("variant, extensions_directory and dtype apply to models, not ASE calculators")
         return AseCalculatorBackend(model)
+    from .backends.sevennet import SevenNetBackend, is_sevennet_model
+
+    if is_sevennet_model(model):
+        if variant is not None or extensions_directory is not None:
+            raise ValueError("variant and extensions_directory apply to metatomic models, not SevenNet")
+        return SevenNetBackend(model, dtype=dtype or "float64", device=device)
     from .backends.metatomic import MetatomicBackend
     from .models import resolve_model
 
     if isinstance(model, (str, os.PathLike)):
         model = resolve_model(model)
-    return MetatomicBackend(model, device=device, variant=variant, extensions_directory=extensions_directory)
+    backend = MetatomicBackend(model, device=device, variant=variant, extensions_directory=extensions_directory)
+    if dtype is not None and dtype != backend.dtype:
+        raise ValueError(f"this metatomic model computes in {backend.dtype}, not {dtype}: its dtype is fixed at export")
+    return backend
 
 
 def _setting(name: str, doc: str) -> property:
@@ -81,7 +98,9 @@ class BodyOrderCalculator(Calculator):
     :mod:`ase_bodyorder.mbe`: plan, evaluate (packed), assemble.
 
     :param model: a metatomic model (path to an exported ``.pt``, ``"default"`` or a
-        shipped model's name, or a loaded ``AtomisticModel``), any ASE calculator, or a
+        shipped model's name, or a loaded ``AtomisticModel``), a SevenNet model
+        (``"sevennet-0"`` or another pretrained name, or a ``.pth`` checkpoint; needs
+        the ``sevennet`` extra), any ASE calculator, or a
         :class:`~ase_bodyorder.backends.Backend`
     :param max_order: body order K >= 1, or None for the plain model (no truncation)
     :param cutoff: locality radius in angstrom: bodies with no atoms closer than this do
@@ -94,6 +113,8 @@ class BodyOrderCalculator(Calculator):
     :param device: torch device for metatomic models
     :param variant: the model's energy variant (``energy/<variant>``), metatomic only
     :param extensions_directory: where a metatomic model's compiled extensions live
+    :param dtype: ``"float64"`` or ``"float32"`` for SevenNet models (default float64);
+        a metatomic model's dtype is fixed at export
     :param skin: extra radius (A) for the body graph; the enumeration is then reused
         across calls until an atom moves more than skin/2 (exact: the extra subsets
         have eps = 0)
@@ -148,6 +169,7 @@ class BodyOrderCalculator(Calculator):
         device: str | None = None,
         variant: str | None = None,
         extensions_directory: str | os.PathLike | None = None,
+        dtype: str | None = None,
         skin: float = 0.0,
         max_subclusters: int | None = 5_000_000,
         max_atoms_per_chunk: int = 16384,
@@ -155,12 +177,16 @@ class BodyOrderCalculator(Calculator):
         forces_with_energy: bool = True,
         **kwargs,
     ):
-        self.backend = make_backend(model, device, variant=variant, extensions_directory=extensions_directory)
+        self.backend = make_backend(
+            model, device, variant=variant, extensions_directory=extensions_directory, dtype=dtype
+        )
         self._model_settings = {"model": _model_name(model, self.backend)}
         if device is not None:
             self._model_settings["device"] = str(device)
         if variant is not None:
             self._model_settings["variant"] = variant
+        if dtype is not None:
+            self._model_settings["dtype"] = dtype
         self._checked_species: set[int] = set()
         self._one_body: dict[int, float] = {}
         self._plan_cache: dict[int, tuple[ase.Atoms, Subclusters]] = {}

@@ -69,12 +69,13 @@ def _add_model_options(parser: argparse.ArgumentParser, order_required: bool = T
 def _check_model(model: str) -> None:
     """Refuse, before anything is loaded, a --model that is neither a file nor a known
     name, listing the names that would work. The one place that knows the names."""
+    from .backends.sevennet import PRETRAINED, is_sevennet_model
     from .models import list_models
 
     names = list_models()
-    if model == "default" or model in names or Path(model).exists():
+    if model == "default" or model in names or Path(model).exists() or is_sevennet_model(model):
         return
-    shipped = ", ".join(names) if names else "none"
+    shipped = ", ".join(names + sorted(PRETRAINED)) if names else "none"
     if model.endswith(".pt") or "/" in model or "\\" in model:
         raise CommandError(
             f"model file '{model}' does not exist (and no shipped model has that name; "
