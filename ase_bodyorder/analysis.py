@@ -4,9 +4,14 @@
   at distance r (the dimer curves of arXiv 2502.16125);
 - :func:`trimer_curve`: the three-body energy eps(ijk) of an equilateral trimer of side
   r, i.e. E(ijk) - sum E(pairs) + sum E(atoms);
-- :func:`convergence`: E^(k) for k = 1..K and the plain model's E (arXiv 2509.14146).
+- :func:`convergence`: E^(k) for k = 1..K and the plain model's E (arXiv 2509.14146);
+- :func:`reference_curve`: a shipped reference dimer curve (PBE, PySCF), or one from a
+  JSON file of the same layout;
+- :func:`write_lammps_table`: eps_2(r) as a LAMMPS ``pair_style table`` file.
 
-All evaluate isolated clusters through the same backends as the calculator.
+Models are anything the calculator takes (a reference ASE calculator too, evaluated
+one cluster at a time); all evaluate isolated clusters through the same backends as the
+calculator.
 """
 
 from __future__ import annotations
@@ -20,17 +25,41 @@ from .backends.base import ClusterBatch
 from .calculator import make_backend
 from .decompose import decompose
 
-__all__ = ["Curve", "dimer_curve", "trimer_curve", "convergence", "plot_curves"]
+__all__ = [
+    "Curve",
+    "REFERENCES",
+    "convergence",
+    "dimer_curve",
+    "plot_curves",
+    "read_lammps_table",
+    "reference_curve",
+    "trimer_curve",
+    "write_lammps_table",
+]
+
+#: shipped reference dimer curves: name -> file in ase_bodyorder/references/
+REFERENCES = {"pbe": "pbe_dimers.json"}
 
 
 @dataclass
 class Curve:
-    """A body-order curve: ``energy[i]`` (eV) at ``distance[i]`` (A)."""
+    """A body-order curve: ``energy[i]`` (eV) at ``distance[i]`` (A), of ``label`` (a
+    model or a reference). ``force`` is -d(energy)/d(distance) where it was computed."""
 
     kind: str
     species: tuple[int, ...]
     distance: np.ndarray
     energy: np.ndarray
+    label: str = ""
+    force: np.ndarray | None = None
+
+
+def _label(model) -> str:
+    import os
+
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    return type(model).__name__
 
 
 def _energies(backend, clusters: list[tuple[list[int], np.ndarray]]) -> np.ndarray:
@@ -47,19 +76,27 @@ def _atoms(species) -> list[int]:
     return [ase.data.atomic_numbers[s] if isinstance(s, str) else int(s) for s in species]
 
 
-def dimer_curve(model, species=("H", "H"), distances=None, *, device=None) -> Curve:
-    """eps(ij)(r) = E(ij at r) - E(i) - E(j), in one packed evaluation."""
+def dimer_curve(model, species=("H", "H"), distances=None, *, device=None, label=None) -> Curve:
+    """eps(ij)(r) = E(ij at r) - E(i) - E(j), and its force -d eps/dr, in one packed
+    evaluation."""
     backend = make_backend(model, device)
     a, b = _atoms(species)
     backend.check_species(np.array([a, b]))
     distances = np.linspace(0.5, 5.0, 91) if distances is None else np.asarray(distances, float)
     clusters = [([a], np.zeros((1, 3))), ([b], np.zeros((1, 3)))]
     clusters += [([a, b], np.array([[0.0, 0.0, 0.0], [0.0, 0.0, d]])) for d in distances]
-    e = _energies(backend, clusters)
-    return Curve("dimer", (a, b), distances, e[2:] - e[0] - e[1])
+    sizes = [len(n) for n, _ in clusters]
+    batch = ClusterBatch(
+        np.concatenate([p for _, p in clusters]), np.array(sum((n for n, _ in clusters), [])),
+        np.concatenate([[0], np.cumsum(sizes)]),
+    )
+    e, f = backend.evaluate(batch, forces=True)
+    # the force on the second atom along the bond (+z) is -dE/dr
+    force = f[batch.ptr[2:-1] + 1, 2]
+    return Curve("dimer", (a, b), distances, e[2:] - e[0] - e[1], label or _label(model), force)
 
 
-def trimer_curve(model, species=("H", "H", "H"), distances=None, *, device=None) -> Curve:
+def trimer_curve(model, species=("H", "H", "H"), distances=None, *, device=None, label=None) -> Curve:
     """Three-body energy eps(ijk) of an equilateral trimer of side r."""
     backend = make_backend(model, device)
     z = _atoms(species)
@@ -75,7 +112,7 @@ def trimer_curve(model, species=("H", "H", "H"), distances=None, *, device=None)
     e = _energies(backend, clusters)
     singles, rest = e[:3], e[3:].reshape(len(distances), 4)
     eps3 = rest[:, 3] - rest[:, :3].sum(axis=1) + singles.sum()
-    return Curve("trimer", tuple(z), distances, eps3)
+    return Curve("trimer", tuple(z), distances, eps3, label or _label(model))
 
 
 def convergence(atoms: ase.Atoms, model, max_order: int, **kwargs) -> dict:
@@ -90,22 +127,90 @@ def convergence(atoms: ase.Atoms, model, max_order: int, **kwargs) -> dict:
     }
 
 
+def reference_curve(reference: str, species) -> Curve:
+    """A reference dimer curve: a shipped one by name (:data:`REFERENCES`: ``"pbe"``,
+    PBE computed with PySCF by scripts/dft_dimer_curves.py) or a JSON file of the same
+    layout (``{"A-B": {"distance_A": [...], "binding_energy_eV": [...]}, "method":
+    {...}}``)."""
+    import json
+    from pathlib import Path
+
+    if reference in REFERENCES:
+        path = Path(__file__).parent / "references" / REFERENCES[reference]
+        label = f"{reference.upper()} (reference)"
+    else:
+        path = Path(reference)
+        label = path.stem
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"reference '{reference}' is neither a shipped reference ({sorted(REFERENCES)}) nor a file"
+            )
+    data = json.loads(path.read_text())
+    a, b = _atoms(species)
+    names = [ase.data.chemical_symbols[z] for z in (a, b)]
+    for key in (f"{names[0]}-{names[1]}", f"{names[1]}-{names[0]}"):
+        if key in data:
+            curve = data[key]
+            return Curve("dimer", (a, b), np.asarray(curve["distance_A"], float),
+                         np.asarray(curve["binding_energy_eV"], float), label)
+    pairs = sorted(k for k in data if "-" in k)
+    raise ValueError(f"reference '{reference}' has no {names[0]}-{names[1]} curve; it has {pairs}")
+
+
+def write_lammps_table(curve: Curve, path, keyword: str | None = None) -> None:
+    """eps_2(r) of a dimer curve (with its forces) as a LAMMPS ``pair_style table``
+    file: ``pair_style table linear N`` and ``pair_coeff I J FILE KEYWORD``. Energies
+    in eV, distances in A, forces in eV/A (LAMMPS ``units metal``)."""
+    if curve.kind != "dimer" or curve.force is None:
+        raise ValueError("a LAMMPS table needs a dimer curve computed with its forces (dimer_curve)")
+    names = "-".join(ase.data.chemical_symbols[z] for z in curve.species)
+    keyword = keyword or f"{names.replace('-', '_')}_EPS2"
+    lines = [
+        f"# eps_2(r) of {curve.label or 'a model'} for {names}, written by ase-bodyorder",
+        "# units metal: r in A, energy in eV, force -d(energy)/dr in eV/A",
+        "",
+        keyword,
+        f"N {len(curve.distance)} R {curve.distance[0]:.10g} {curve.distance[-1]:.10g}",
+        "",
+    ]
+    for i, (r, e, f) in enumerate(zip(curve.distance, curve.energy, curve.force), start=1):
+        lines.append(f"{i} {r:.10g} {e:.12g} {f:.12g}")
+    with open(path, "x") as file:  # never overwrite: callers remove the old file first
+        file.write("\n".join(lines) + "\n")
+
+
+def read_lammps_table(path, keyword: str | None = None) -> Curve:
+    """Read one section of a LAMMPS ``pair_style table`` file back (for checks)."""
+    lines = [line.strip() for line in open(path) if line.strip() and not line.startswith("#")]
+    start = 0 if keyword is None else lines.index(keyword)
+    n = int(lines[start + 1].split()[1])
+    rows = np.array([line.split() for line in lines[start + 2 : start + 2 + n]], dtype=float)
+    return Curve("dimer", (), rows[:, 1], rows[:, 2], lines[start], rows[:, 3])
+
+
 def plot_curves(curves: list[Curve], output) -> None:
-    """Plot dimer/trimer curves (one panel per kind) to PNG or PDF.
+    """Plot dimer/trimer curves to PNG or PDF: one panel per kind and species, one
+    line per model, references dashed.
 
     Object-oriented matplotlib only: no backend is selected, no pyplot state touched."""
     from matplotlib.figure import Figure
 
-    kinds = sorted({c.kind for c in curves})
-    fig = Figure(figsize=(5.5 * len(kinds), 4), layout="constrained")
-    axes = fig.subplots(1, len(kinds), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        for curve in (c for c in curves if c.kind == kind):
-            label = "-".join(ase.data.chemical_symbols[z] for z in curve.species)
-            ax.plot(curve.distance, curve.energy, label=label)
+    panels = sorted({(c.kind, c.species) for c in curves}, key=lambda p: (p[0], p[1]))
+    fig = Figure(figsize=(5.0 * len(panels), 4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (kind, species) in zip(axes, panels):
+        low = []
+        for curve in (c for c in curves if (c.kind, c.species) == (kind, species)):
+            reference = "reference" in curve.label
+            ax.plot(curve.distance, curve.energy, "k--" if reference else "-", label=curve.label, lw=1.5)
+            low.append(np.nanmin(curve.energy))
+        # most of a repulsive wall hides the well: show down from the deepest well
+        bottom = min(low) if low else -1.0
+        ax.set_ylim(1.15 * min(bottom, -0.1), max(0.6 * abs(bottom), 0.5))
         ax.axhline(0, color="k", lw=0.5)
+        names = "-".join(ase.data.chemical_symbols[z] for z in species)
         ax.set_xlabel("distance (A)" if kind == "dimer" else "side of the equilateral trimer (A)")
         ax.set_ylabel("$\\epsilon_2$ (eV)" if kind == "dimer" else "$\\epsilon_3$ (eV)")
-        ax.set_title(f"{kind} curve")
-        ax.legend()
+        ax.set_title(f"{names} {kind}")
+        ax.legend(fontsize=8)
     fig.savefig(output)

@@ -374,28 +374,62 @@ def _cmd_report(args) -> int:
 def _cmd_curves(args) -> int:
     import numpy as np
 
-    from .analysis import dimer_curve, plot_curves, trimer_curve
+    from .analysis import dimer_curve, plot_curves, reference_curve, trimer_curve, write_lammps_table
 
-    _check_model(args.model)
+    models = args.model or ["default"]
+    for model in models:
+        _check_model(model)
     if args.points < 2:
         raise CommandError(f"--points must be at least 2, got {args.points}")
-    if not 0 < args.min < args.max:
-        raise CommandError(f"need 0 < --min < --max (A), got --min {args.min} --max {args.max}")
-    distances = np.linspace(args.min, args.max, args.points)
+    for option in ("output", "lammps_table"):
+        path = getattr(args, option)
+        if path and Path(path).exists() and not args.overwrite:
+            raise CommandError(f"'{path}' exists: pass --overwrite to replace it")
+    pair = args.species[:2] if len(args.species) >= 2 else args.species * 2
+    triple = (args.species * 3)[:3] if len(args.species) < 3 else args.species[:3]
+    reference = None
+    if args.reference:
+        try:
+            reference = reference_curve(args.reference, pair)
+        except (FileNotFoundError, ValueError) as error:
+            raise CommandError(str(error)) from None
+    if reference is not None and args.min is None and args.max is None:
+        distances = reference.distance  # the models at the reference's own points
+    else:
+        low = 0.5 if args.min is None else args.min
+        high = 5.0 if args.max is None else args.max
+        if not 0 < low < high:
+            raise CommandError(f"need 0 < --min < --max (A), got --min {low} --max {high}")
+        distances = np.linspace(low, high, args.points)
     curves = []
-    if args.kind in ("dimer", "both"):
-        curves.append(dimer_curve(args.model, args.species[:2] if len(args.species) >= 2 else args.species * 2, distances, device=args.device))
-    if args.kind in ("trimer", "both"):
-        species = (args.species * 3)[:3] if len(args.species) < 3 else args.species[:3]
-        curves.append(trimer_curve(args.model, species, distances, device=args.device))
-    print("distance_A," + ",".join(f"{c.kind}_eV" for c in curves))
+    for model in models:
+        if args.kind in ("dimer", "both"):
+            curves.append(dimer_curve(model, pair, distances, device=args.device))
+        if args.kind in ("trimer", "both"):
+            curves.append(trimer_curve(model, triple, distances, device=args.device))
+    columns = [f"{c.label}:{c.kind}_eV" for c in curves]
+    values = [c.energy for c in curves]
+    if reference is not None:
+        columns.append(f"{reference.label}:dimer_eV")
+        # the reference at the same distances (interpolated only when --min/--max moved them)
+        same = len(reference.distance) == len(distances) and np.allclose(reference.distance, distances)
+        inside = (distances >= reference.distance[0]) & (distances <= reference.distance[-1])
+        interpolated = np.where(inside, np.interp(distances, reference.distance, reference.energy), np.nan)
+        values.append(reference.energy if same else interpolated)
+    print("distance_A," + ",".join(columns))
     for i, d in enumerate(distances):
-        print(f"{d:.4f}," + ",".join(f"{c.energy[i]:.8f}" for c in curves))
+        print(f"{d:.4f}," + ",".join(f"{v[i]:.8f}" for v in values))
     if args.output:
-        if Path(args.output).exists() and not args.overwrite:
-            raise CommandError(f"'{args.output}' exists: pass --overwrite to replace it")
-        plot_curves(curves, args.output)
+        Path(args.output).unlink(missing_ok=True)
+        plot_curves(curves + ([reference] if reference is not None else []), args.output)
         print(f"plot written to '{args.output}'", file=sys.stderr)
+    if args.lammps_table:
+        first = next((c for c in curves if c.kind == "dimer"), None)
+        if first is None:
+            raise CommandError("--lammps-table needs a dimer curve: use --kind dimer or both")
+        Path(args.lammps_table).unlink(missing_ok=True)
+        write_lammps_table(first, args.lammps_table)
+        print(f"LAMMPS table of {first.label} written to '{args.lammps_table}'", file=sys.stderr)
     return 0
 
 
@@ -490,10 +524,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     report.set_defaults(run=_cmd_report)
 
-    curves = sub.add_parser("curves", help="dimer and trimer body-order curves of a model (CSV, plot)")
+    curves = sub.add_parser(
+        "curves",
+        help="dimer and trimer body-order curves of models, beside a reference (CSV, plot, LAMMPS table)",
+    )
     curves.add_argument(
-        "--model", default="default",
-        help="metatomic .pt model file, or a shipped model's name (default: '%(default)s', the shipped default model)",
+        "--model", action="append", default=None,
+        help="model: metatomic .pt file, a shipped model's name, or a SevenNet name such as sevennet-0 "
+        "(repeat for several; default: the shipped default model)",
+    )
+    curves.add_argument(
+        "--reference", default=None,
+        help="reference dimer curve: 'pbe' (shipped, PySCF) or a JSON file of the same layout; the "
+        "models are then evaluated at the reference's distances unless --min/--max are given",
     )
     curves.add_argument("--species", nargs="+", default=["H"], help="element symbols (default H)")
     curves.add_argument(
@@ -501,14 +544,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="dimer: two-body energy of a pair at distance r; trimer: three-body energy of an "
         "equilateral triangle of side r (default %(default)s)",
     )
-    curves.add_argument("--min", type=float, default=0.5, help="shortest distance in A (default %(default)s)")
-    curves.add_argument("--max", type=float, default=5.0, help="longest distance in A (default %(default)s)")
+    curves.add_argument("--min", type=float, default=None, help="shortest distance in A (default 0.5)")
+    curves.add_argument("--max", type=float, default=None, help="longest distance in A (default 5.0)")
     curves.add_argument(
         "--points", type=int, default=91, help="number of distances from --min to --max (default %(default)s)"
     )
     curves.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
     curves.add_argument("-o", "--output", default=None, help="plot to FILE.png or FILE.pdf (default: no plot)")
-    curves.add_argument("--overwrite", action="store_true", help="replace an existing plot file")
+    curves.add_argument(
+        "--lammps-table", default=None, metavar="FILE",
+        help="write the first model's dimer eps_2(r) as a LAMMPS pair_style table file",
+    )
+    curves.add_argument("--overwrite", action="store_true", help="replace existing output files")
     curves.set_defaults(run=_cmd_curves)
 
     models = sub.add_parser("models", help="list the shipped models")

@@ -45,5 +45,6 @@ def test_curves_command(exported_models, tmp_path, capsys):
     assert main(["curves", "--model", str(exported_models["full"]), "--species", "H", "--points", "5",
                  "-o", str(tmp_path / "curves.png")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "distance_A,dimer_eV,trimer_eV" and len(lines) == 6
+    label = str(exported_models["full"])
+    assert lines[0] == f"distance_A,{label}:dimer_eV,{label}:trimer_eV" and len(lines) == 6
     assert (tmp_path / "curves.png").stat().st_size > 5000

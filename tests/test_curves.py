@@ -1,0 +1,80 @@
+"""Dimer and trimer curves of several models beside a reference; the LAMMPS table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ase_bodyorder.analysis import (
+    dimer_curve,
+    read_lammps_table,
+    reference_curve,
+    trimer_curve,
+    write_lammps_table,
+)
+from ase_bodyorder.cli import main
+from ase_bodyorder.reference import ReferenceBackend, ReferencePotential
+
+
+@pytest.fixture(scope="module")
+def pair_potential():
+    return ReferenceBackend(ReferencePotential([1, 6], ["one", "pair", "triple"], cutoff=4.0))
+
+
+def test_lammps_table_reads_back_and_interpolates(pair_potential, tmp_path):
+    distances = np.linspace(0.8, 3.9, 400)
+    curve = dimer_curve(pair_potential, ("C", "H"), distances)
+    path = tmp_path / "ch.table"
+    write_lammps_table(curve, path)
+    table = read_lammps_table(path, "C_H_EPS2")
+    assert np.allclose(table.distance, distances) and np.allclose(table.energy, curve.energy, atol=1e-10)
+    # between grid points, linear interpolation (LAMMPS 'table linear') is close to the model
+    middle = 0.5 * (distances[1:] + distances[:-1])
+    direct = dimer_curve(pair_potential, ("C", "H"), middle)
+    assert np.abs(np.interp(middle, table.distance, table.energy) - direct.energy).max() < 2e-3
+    # the forces are -d eps/dr: against a central difference of the energies
+    step = 1e-5
+    plus = dimer_curve(pair_potential, ("C", "H"), middle + step).energy
+    minus = dimer_curve(pair_potential, ("C", "H"), middle - step).energy
+    assert np.abs(-(plus - minus) / (2 * step) - direct.force).max() < 1e-5
+    with pytest.raises(FileExistsError):
+        write_lammps_table(curve, path)  # never overwritten
+    with pytest.raises(ValueError, match="dimer curve"):
+        write_lammps_table(trimer_curve(pair_potential, ("C", "C", "H"), distances[:5]), tmp_path / "x")
+
+
+def _reference_file(folder, distances, energies):
+    data = {"H-H": {"distance_A": list(distances), "binding_energy_eV": list(energies)},
+            "method": {"xc": "test", "basis": "none"}}
+    path = folder / "ref.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_curves_command_with_models_and_a_reference(tmp_path, capsys):
+    distances = np.linspace(0.6, 3.0, 7)
+    path = _reference_file(tmp_path, distances, -np.exp(-distances))
+    arguments = ["curves", "--model", "default", "--model", "soap-bpnn-h-fci", "--reference", str(path),
+                 "--kind", "dimer", "-o", str(tmp_path / "c.png"), "--lammps-table", str(tmp_path / "hh.table")]
+    assert main(arguments) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    header = lines[0].split(",")
+    assert header == ["distance_A", "default:dimer_eV", "soap-bpnn-h-fci:dimer_eV", "ref:dimer_eV"]
+    rows = np.array([line.split(",") for line in lines[1:]], dtype=float)
+    assert np.allclose(rows[:, 0], distances, atol=1e-4)  # the models at the reference's points
+    assert np.allclose(rows[:, 3], -np.exp(-distances))
+    expected = dimer_curve("default", ("H", "H"), distances).energy
+    assert np.allclose(rows[:, 1], expected, atol=1e-7)
+    assert (tmp_path / "c.png").stat().st_size > 10_000 and (tmp_path / "hh.table").exists()
+    assert main(arguments) == 2  # existing outputs are not replaced without --overwrite
+    assert "exists" in capsys.readouterr().err
+
+
+def test_reference_errors(tmp_path):
+    path = _reference_file(tmp_path, [1.0, 2.0], [-1.0, 0.0])
+    with pytest.raises(ValueError, match=r"no C-C curve; it has \['H-H'\]"):
+        reference_curve(str(path), ("C", "C"))
+    with pytest.raises(FileNotFoundError, match="neither a shipped reference"):
+        reference_curve("nowhere.json", ("H", "H"))
