@@ -18,9 +18,9 @@ local model every other subset has eps(S) = 0 (section 2), so leaving them out i
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
-
+import os
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,14 +30,40 @@ __all__ = [
     "ExpansionPlan",
     "atom_pairs",
     "build_body_graph",
+    "available_memory",
     "check_fragments",
+    "expansion_memory",
     "molecules",
     "plan_expansion",
 ]
 
 
 class ExpansionTooLargeError(RuntimeError):
-    """The expansion would need more subclusters than the configured limit."""
+    """The expansion would need more subclusters, or more memory, than allowed."""
+
+
+#: bytes held per subcluster atom once planned and packed: parent, lattice shift,
+#: unwrapped position, force and species, and their copies in the packed batch
+_BYTES_PER_SUBCLUSTER_ATOM = 160
+
+
+def expansion_memory(counts: list[int], atoms_per_body: float = 1.0) -> int:
+    """Bytes that planning and packing an expansion with ``counts[k-1]`` subsets of k
+    bodies will hold (subset codes, their index of sub-subsets, the packed atoms); the
+    model's own memory is bounded separately by the chunk size."""
+    total = 0.0
+    for k, m in enumerate(counts, start=1):
+        children = 2**k - 2  # proper non-empty subsets, each an int64 index
+        total += m * (8 * k + 8 * children + _BYTES_PER_SUBCLUSTER_ATOM * k * atoms_per_body)
+    return int(total)
+
+
+def available_memory() -> int | None:
+    """Physical memory available now (bytes), or None where it cannot be told."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 @dataclass
@@ -391,11 +417,24 @@ def plan_expansion(
         total += len(grown)
         if max_subclusters is not None and total > max_subclusters:
             counts = [len(s) for s in subsets] + [len(grown)]
+            needed = expansion_memory(counts, sum(len(a) for a in graph.atoms_of_body) / max(1, n))
             raise ExpansionTooLargeError(
                 f"the expansion to body order {max_order} needs more than "
                 f"{max_subclusters} subclusters (sizes 1..{size}: {counts}, "
-                f"{total} so far); raise max_subclusters, lower max_order, use a "
-                "smaller cutoff, or group atoms into fragments"
+                f"{total} so far, about {needed / 2**30:.2f} GiB to plan and pack); raise "
+                "max_subclusters, lower max_order, use a smaller cutoff, or group atoms into fragments"
+            )
+        counts = [len(s) for s in subsets] + [len(grown)]
+        atoms_per_body = sum(len(a) for a in graph.atoms_of_body) / max(1, n)
+        # what the remaining orders will add is not known yet: this checks what is known
+        needed, available = expansion_memory(counts, atoms_per_body), available_memory()
+        if available is not None and needed > 0.8 * available:
+            raise ExpansionTooLargeError(
+                f"the expansion to body order {max_order} needs {total} subclusters so far "
+                f"(sizes 1..{size}: {counts}) and about {needed / 2**30:.1f} GiB to plan and "
+                f"pack them, more than the {available / 2**30:.1f} GiB of memory available; "
+                "lower max_order, use a smaller cutoff, group atoms into fragments, or spread "
+                "the work over more machines"
             )
         subsets.append(grown)
         if len(grown) == 0:

@@ -157,3 +157,25 @@ def test_every_subset_is_refused_for_periodic_cells(many_body_potential):
     atoms.calc = BodyOrderCalculator(ReferenceBackend(many_body_potential), 2, cutoff=None)
     with pytest.raises(ValueError, match="only defined for finite systems"):
         atoms.get_potential_energy()
+
+
+def test_expansion_larger_than_memory_is_refused_before_evaluation(many_body_potential, monkeypatch):
+    """Refused while planning, with the counts and the memory it would take, before the
+    model sees a single subcluster."""
+    import ase_bodyorder.expansion as expansion
+
+    evaluated = []
+
+    class Counting(ReferenceBackend):
+        def evaluate(self, batch, forces):
+            evaluated.append(batch.n_clusters)
+            return super().evaluate(batch, forces)
+
+    atoms = random_cluster(12, 0.1, 3)
+    needed = expansion.expansion_memory([12, 30, 80])
+    assert needed > 0
+    monkeypatch.setattr(expansion, "available_memory", lambda: 2000)  # bytes
+    atoms.calc = BodyOrderCalculator(Counting(many_body_potential), 3, check_locality=False)
+    with pytest.raises(ExpansionTooLargeError, match=r"subclusters so far \(sizes 1..2: \[12, \d+\]\) and about .* GiB"):
+        atoms.get_potential_energy()
+    assert evaluated == []
