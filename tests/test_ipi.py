@@ -337,3 +337,38 @@ def test_threads_option(ipi_folder, monkeypatch):
             load_plugin().BodyOrderDriver(template="init.xyz", max_order=2, model="model.pt", threads=0)
     finally:
         torch.set_num_threads(threads)
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "ipi"
+
+
+@pytest.mark.parametrize("name, drivers", [("nvt_socket.xml", 1), ("pimd_socket.xml", 2)])
+def test_shipped_socket_examples_run(tmp_path, processes, name, drivers):
+    """The shipped socket inputs as shipped (a few steps, a private address): i-PI starts,
+    every driver serves, i-PI reports success."""
+    address = _address(tmp_path)
+    text = (EXAMPLES / name).read_text()
+    text = text.replace("<total_steps>1000</total_steps>", "<total_steps>3</total_steps>")
+    text = text.replace("<address>bodyorder</address>", f"<address>{address}</address>")
+    (tmp_path / name).write_text(text)
+    (tmp_path / "h16.xyz").write_bytes((EXAMPLES / "h16.xyz").read_bytes())
+    server = processes.start(["i-pi", name], tmp_path, tmp_path / "ipi.log")
+    _wait_for_socket(address, server)
+    command = [sys.executable, "-m", "ase_bodyorder.cli", "ipi", "driver", "-a", address, "--template", "h16.xyz",
+               "-K", "2"]
+    clients = [processes.start(command, tmp_path, tmp_path / f"driver{d}.log") for d in range(drivers)]
+    assert server.wait(timeout=BOUND) == 0
+    for client in clients:
+        client.wait(timeout=BOUND)
+    assert "I-PI reports success" in (tmp_path / "ipi.log").read_text()
+    served = [int((tmp_path / f"driver{d}.log").read_text().split("EXIT after")[1].split()[0]) for d in range(drivers)]
+    assert all(n > 0 for n in served), served  # every driver had work
+
+
+@pytest.mark.parametrize("name", ["nvt_direct.xml", "pimd_direct.xml"])
+def test_shipped_direct_examples_run(tmp_path, monkeypatch, name):
+    from ase_bodyorder.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["ipi", "run", str(EXAMPLES / name), "--steps", "2", "--log", "run.h5"]) == 0
+    assert read_log(tmp_path / "run.h5").step.tolist() == [1, 2]
