@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "BodyOrderCalculator": ".calculator",
     "MODEL_CUTOFF": ".calculator",
-    "Decomposition": ".decompose",
-    "decompose": ".decompose",
+    "Decomposition": ".decomposition",
+    "decompose": ".decomposition",
     "read_log": ".h5md",
     "default_model": ".models",
     "list_models": ".models",
@@ -33,7 +33,7 @@ __all__ = sorted(_LAZY) + ["__version__"]
 if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
     from .mbe import Subclusters, assemble, evaluate_subclusters, plan_subclusters
     from .calculator import MODEL_CUTOFF, BodyOrderCalculator
-    from .decompose import Decomposition, decompose
+    from .decomposition import Decomposition, decompose
     from .h5md import read_log
     from .models import default_model, list_models
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .backends.base import ClusterBatch
 from .calculator import make_backend
-from .decompose import decompose
+from .decomposition import decompose
 
 __all__ = [
     "Curve",

@@ -120,7 +120,9 @@ class BodyOrderCalculator(Calculator):
         have eps = 0)
     :param max_subclusters: refuse, before evaluating anything, an expansion that needs
         more subclusters than this
-    :param max_atoms_per_chunk: bound on the atoms evaluated in one model call (memory)
+    :param max_atoms_per_chunk: bound on the atoms evaluated in one model call (memory);
+        default: the backend's choice (16384 atoms; 2048 for SevenNet, whose
+        equivariant features take far more memory per atom)
     :param check_locality: probe at start-up that fragments just beyond ``cutoff`` do
         not interact (and that packing is valid)
     :param forces_with_energy: compute forces whenever the energy is asked for, so that
@@ -146,7 +148,7 @@ class BodyOrderCalculator(Calculator):
         "fragments": None,
         "skin": 0.0,
         "max_subclusters": 5_000_000,
-        "max_atoms_per_chunk": 16384,
+        "max_atoms_per_chunk": None,
         "check_locality": True,
         "forces_with_energy": True,
     }
@@ -172,7 +174,7 @@ class BodyOrderCalculator(Calculator):
         dtype: str | None = None,
         skin: float = 0.0,
         max_subclusters: int | None = 5_000_000,
-        max_atoms_per_chunk: int = 16384,
+        max_atoms_per_chunk: int | None = None,
         check_locality: bool = True,
         forces_with_energy: bool = True,
         **kwargs,
@@ -277,6 +279,8 @@ class BodyOrderCalculator(Calculator):
                 raise ValueError(f"skin must be >= 0, got {value}")
             return float(value)
         if key == "max_atoms_per_chunk":
+            if value is None:
+                return None
             if int(value) < 1:
                 raise ValueError(f"max_atoms_per_chunk must be >= 1, got {value}")
             return int(value)
@@ -415,7 +419,8 @@ class BodyOrderCalculator(Calculator):
             np.concatenate([[0], np.cumsum(np.concatenate([np.diff(s.ptr) for s in planned]))]),
         )
         t2 = time.perf_counter()
-        energies, cluster_forces = evaluate_batch(self.backend, batch, forces, self.max_atoms_per_chunk)
+        chunk = self.max_atoms_per_chunk or self.backend.preferred_chunk_atoms
+        energies, cluster_forces = evaluate_batch(self.backend, batch, forces, chunk)
         t3 = time.perf_counter()
         one_body = self._one_body_energies(sorted({z for s in planned for z in s.one_body_species()}))
         results = []

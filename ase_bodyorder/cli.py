@@ -75,13 +75,10 @@ def _check_model(model: str) -> None:
     names = list_models()
     if model == "default" or model in names or Path(model).exists() or is_sevennet_model(model):
         return
-    shipped = ", ".join(names + sorted(PRETRAINED)) if names else "none"
-    if model.endswith(".pt") or "/" in model or "\\" in model:
-        raise CommandError(
-            f"model file '{model}' does not exist (and no shipped model has that name; "
-            f"shipped models: {shipped})"
-        )
-    raise CommandError(f"no model file or shipped model named '{model}'; shipped models: {shipped}")
+    known = f"shipped models: {', '.join(names) or 'none'}; SevenNet models: {', '.join(sorted(PRETRAINED))}"
+    if model.endswith(".pt") or model.endswith(".pth") or "/" in model or "\\" in model:
+        raise CommandError(f"model file '{model}' does not exist (and no known model has that name; {known})")
+    raise CommandError(f"no model file or known model named '{model}'; {known}")
 
 
 def _calculator(args, atoms=None):
@@ -302,7 +299,7 @@ def _writable(path: Path) -> bool:
 def _cmd_decompose(args) -> int:
     from tqdm.auto import tqdm
 
-    from .decompose import decompose
+    from .decomposition import decompose
 
     structures = []
     for path in args.structures:

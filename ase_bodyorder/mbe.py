@@ -190,7 +190,7 @@ def evaluate_subclusters(
     model,
     *,
     forces: bool = True,
-    max_atoms_per_chunk: int = 16384,
+    max_atoms_per_chunk: int | None = None,
     device: str | None = None,
 ) -> dict:
     """Step 2, evaluate: every subcluster with ``model`` (anything
@@ -203,7 +203,8 @@ def evaluate_subclusters(
     from .calculator import make_backend
 
     backend = make_backend(model, device)
-    energies, cluster_forces = evaluate_batch(backend, subclusters.batch(), forces, max_atoms_per_chunk)
+    chunk = max_atoms_per_chunk or backend.preferred_chunk_atoms
+    energies, cluster_forces = evaluate_batch(backend, subclusters.batch(), forces, chunk)
     out = {"energies": energies, "forces": cluster_forces}
     species = subclusters.one_body_species()
     if species:

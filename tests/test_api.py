@@ -170,3 +170,20 @@ assert main(["report", {str(log)!r}, "-o", {str(tmp_path / "lj.png")!r}]) == 0
     loaded = _modules_after(read)
     assert "torch" not in loaded and "metatomic" not in loaded
     assert "torch" not in _modules_after("import ase_bodyorder\nfrom ase_bodyorder.cli import build_parser\nbuild_parser()")
+
+
+def test_public_names_stay_functions_whatever_is_imported_first():
+    """A submodule named like a public function would replace it in the package once
+    imported (the import system sets the attribute): every public name must survive
+    the import of every submodule."""
+    code = """
+import importlib, pkgutil, ase_bodyorder
+for module in pkgutil.walk_packages(ase_bodyorder.__path__, "ase_bodyorder."):
+    if "sevennet" not in module.name and "ipi_bodyorder" not in module.name:
+        importlib.import_module(module.name)
+import types
+bad = [n for n in ase_bodyorder.__all__ if isinstance(getattr(ase_bodyorder, n), types.ModuleType)]
+assert not bad, bad
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -133,7 +133,8 @@ def test_an_unknown_model_name_lists_the_shipped_ones(h2, tmp_path, capsys):
     assert main(["md", str(h2), "-K", "2", "--steps", "2", "--model", "pet", "--log", str(tmp_path / "a.h5")]) == 2
     err = capsys.readouterr().err.strip()
     shipped = ", ".join(list_models()) or "none"
-    assert err == f"ase-bodyorder md: error: no model file or shipped model named 'pet'; shipped models: {shipped}"
+    assert err.startswith(f"ase-bodyorder md: error: no model file or known model named 'pet'; shipped models: {shipped}; ")
+    assert "SevenNet models: sevennet-0" in err
     assert main(["curves", "--model", "pet", "--points", "3"]) == 2
     assert "shipped models:" in capsys.readouterr().err
     assert main(["decompose", str(h2), "-K", "2", "--model", str(tmp_path / "missing.pt")]) == 2

@@ -71,6 +71,8 @@ class Backend(abc.ABC):
     dtype: str = "float64"
     #: whether the backend evaluates many clusters in one model call
     packed: bool = False
+    #: atoms per model call when the user sets no bound (memory against call overhead)
+    preferred_chunk_atoms: int = 16384
 
     def check_species(self, numbers: np.ndarray) -> None:
         """Raise ValueError naming any atomic number the model cannot handle."""
