@@ -170,3 +170,17 @@ def test_bad_input(backends, monkeypatch):
     monkeypatch.setitem(sys.modules, "sevenn", None)  # as if it were not installed
     with pytest.raises(ImportError, match=r"ase-bodyorder\[sevennet\]"):
         BodyOrderCalculator("sevennet-0", 2)
+
+
+def test_plain_model_equals_sevennets_calculator(backends, sevennet_calculator):
+    """The plain (untruncated) model of the backend, float32 and float64, on a periodic
+    cell: energy, forces and stress as SevenNet's own calculator gives them."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.rattle(0.05, seed=3)
+    reference = atoms.copy()
+    reference.calc = sevennet_calculator
+    for dtype, tolerance in (("float32", 1e-5), ("float64", 5e-4)):
+        atoms.calc = BodyOrderCalculator(backends[dtype], None)
+        assert abs(atoms.get_potential_energy() - reference.get_potential_energy()) < tolerance * len(atoms)
+        assert np.abs(atoms.get_forces() - reference.get_forces()).max() < 10 * tolerance
+        assert np.abs(atoms.get_stress() - reference.get_stress()).max() < tolerance

@@ -131,7 +131,6 @@ class SevenNetBackend(Backend):
         elif modal is not None:
             raise ValueError(f"{self.name} has a single fidelity: modal must not be given")
         self._keys = KEY
-        self._full_calculator = None
 
     def check_species(self, numbers: np.ndarray) -> None:
         unknown = sorted(set(np.unique(numbers).tolist()) - set(self.atomic_types))
@@ -182,24 +181,34 @@ class SevenNetBackend(Backend):
         return energies, f
 
     def evaluate_full(self, atoms: ase.Atoms, forces: bool, stress: bool) -> dict:
-        # the plain model, periodic or not: SevenNet's own ASE calculator on our model
-        if self._full_calculator is None:
-            from sevenn.calculator import SevenNetCalculator
+        """The plain model on the whole system (periodic or not), in this backend's
+        dtype: SevenNet's own graph of the structure, as its ASE calculator builds it."""
+        import torch
+        from sevenn.atom_graph_data import AtomGraphData
+        from sevenn.train.dataload import unlabeled_atoms_to_graph
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._full_calculator = SevenNetCalculator(
-                    self.model, file_type="model_instance", device=self.device, modal=self.modal
-                )
-        copy = atoms.copy()
-        copy.calc = self._full_calculator
-        out = {"energy": float(copy.get_potential_energy()), "energies": copy.get_potential_energies()}
+        KEY = self._keys
+        data = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, self.default_cutoff))
+        for key, value in list(data.items()):  # sevenn makes float32 inputs: match the model
+            if torch.is_tensor(value) and value.is_floating_point():
+                data[key] = value.to(self.device, self._torch_dtype)
+            elif torch.is_tensor(value):
+                data[key] = value.to(self.device)
+        if self.modal is not None:
+            data[KEY.DATA_MODALITY] = self.modal
+        with torch.enable_grad():
+            output = self.model(data)
+        energy = output[KEY.PRED_TOTAL_ENERGY].detach().to(torch.float64).cpu().item()
+        atomic = output[KEY.ATOMIC_ENERGY].detach().to(torch.float64).cpu().numpy().reshape(-1)
+        out = {"energy": energy, "energies": atomic}
         if forces:
-            out["forces"] = np.asarray(copy.get_forces(), dtype=np.float64)
+            out["forces"] = output[KEY.PRED_FORCE].detach().to(torch.float64).cpu().numpy()
         if stress:
             from ase.stress import voigt_6_to_full_3x3_stress
 
-            out["stress"] = voigt_6_to_full_3x3_stress(copy.get_stress())
+            # SevenNet's virial order (xx, yy, zz, xy, yz, zx), sign as its calculator's
+            virial = output[KEY.PRED_STRESS].detach().to(torch.float64).cpu().numpy()
+            out["stress"] = voigt_6_to_full_3x3_stress(-virial[[0, 1, 2, 4, 5, 3]])
         return out
 
     def describe(self) -> dict:
