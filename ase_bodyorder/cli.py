@@ -566,10 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _own_errors() -> tuple[type, ...]:
     """The package's own exception classes for bad input (exit 2, one line)."""
+    from .backends.sevennet import MissingDependencyError
     from .checks import LocalityError
     from .h5md import LogExistsError, LogMismatchError
 
-    return (CommandError, LocalityError, LogExistsError, LogMismatchError)
+    return (CommandError, LocalityError, LogExistsError, LogMismatchError, MissingDependencyError)
 
 
 #: other exceptions that mean bad input (exit 2, one line): a ValueError only when this

@@ -98,6 +98,33 @@ def prepare_input(xml: str | os.PathLike) -> str:
     return ElementTree.tostring(root, encoding="unicode")
 
 
+def _direct_run_settings(xml: Path, text: str) -> dict:
+    """Check that an input can run in process (one ``<ffdirect>`` with a custom PES: a
+    socket input would start a server and wait for drivers), and read the ensemble and
+    target temperature that the log records."""
+    root = ElementTree.fromstring(text)
+    direct = [f for f in root.iter("ffdirect") if (f.findtext("pes") or "").strip() == "custom"]
+    if len(direct) != 1 or root.find(".//ffsocket") is not None:
+        raise ValueError(
+            f"'{xml}' cannot run in process: it needs exactly one <ffdirect> force field with "
+            f"<pes>custom</pes> and no <ffsocket> (found {len(direct)} and "
+            f"{len(list(root.iter('ffsocket')))}); run socket inputs with i-pi and "
+            "'ase-bodyorder ipi driver' (docs/ipi.md)"
+        )
+    dynamics = root.find(".//motion/dynamics")
+    settings = {"ensemble": dynamics.get("mode", "nve").strip() if dynamics is not None else "unknown"}
+    if dynamics is not None and dynamics.find("thermostat") is not None:
+        settings["thermostat"] = dynamics.find("thermostat").get("mode", "").strip()
+    temperature = root.find(".//ensemble/temperature")
+    if temperature is not None and (temperature.text or "").strip():
+        from ipi.utils.units import unit_to_internal, unit_to_user
+
+        value = float(temperature.text)
+        unit = temperature.get("units", "atomic_unit").strip()
+        settings["temperature_K"] = float(unit_to_user("temperature", "kelvin", unit_to_internal("temperature", unit, value)))
+    return settings
+
+
 @contextlib.contextmanager
 def _working_directory(path: Path):
     previous = os.getcwd()
@@ -251,6 +278,7 @@ def run_inprocess(
     output_dir = Path(output_dir or os.getcwd()).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     text = prepare_input(xml)
+    settings = _direct_run_settings(xml, text)  # refused here, before i-PI starts
     with _working_directory(output_dir):
         before = {id(d) for d in INSTANCES}
         simulation = InteractiveSimulation(text)
@@ -281,7 +309,7 @@ def run_inprocess(
                 if writer is None:
                     metadata = log_metadata(
                         driver.calculator,
-                        {"beads": len(beads), "engine": "i-PI (in-process)", "ipi_input": text},
+                        {"beads": len(beads), "engine": "i-PI (in-process)", "ipi_input": text, **settings},
                     )
                     writer = H5MDWriter.for_atoms(
                         log,
@@ -302,6 +330,7 @@ def run_inprocess(
                     "subcluster_counts": (np.array([r["subcluster_counts"] for r in results]), "1"),
                     "bead_positions": (np.array(beads), "Angstrom"),
                     "ipi_potential": (ipi_potential, "eV"),
+                    "temperature": (float(unit_to_user("temperature", "kelvin", system.properties["temperature"][0])), "K"),
                 }
                 if per_atom:
                     observables["per_atom_body_order_energies"] = (

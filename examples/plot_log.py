@@ -4,6 +4,7 @@
 """
 
 import argparse
+from pathlib import Path
 
 from matplotlib.figure import Figure
 
@@ -12,7 +13,10 @@ from ase_bodyorder.h5md import read_log
 parser = argparse.ArgumentParser()
 parser.add_argument("log")
 parser.add_argument("-o", "--output", default="bodyorder.png")
+parser.add_argument("--overwrite", action="store_true", help="replace an existing figure")
 args = parser.parse_args()
+if Path(args.output).exists() and not args.overwrite:
+    raise SystemExit(f"'{args.output}' exists: pass --overwrite to replace it")
 
 data = read_log(args.log)
 dE = data.observable("body_order_energies")  # (frames, K), eV

@@ -25,6 +25,7 @@ parser.add_argument("--model", default="default")
 parser.add_argument("-K", "--max-order", type=int, default=3)
 parser.add_argument("--steps", type=int, default=200)
 parser.add_argument("--log", default="h16_md.h5")
+parser.add_argument("--overwrite", action="store_true", help="replace an existing log")
 args = parser.parse_args()
 
 atoms = ase.io.read(Path(__file__).parent / "h16.xyz")
@@ -34,9 +35,9 @@ Stationary(atoms)
 
 # fixcm=False: ASE's default (True) is deprecated and does not sample NVT exactly
 dyn = Langevin(atoms, 0.5 * units.fs, temperature_K=100, friction=0.01 / units.fs, fixcm=False)
-# log every 2 steps; mode="overwrite" replaces an earlier log (the default refuses)
+# log every 2 steps; an existing log is replaced only with --overwrite
 # (ase_bodyorder.md.run_md does all of this, with the same progress bar, in one call)
-with BodyOrderLogger(args.log, atoms, dyn, mode="overwrite", per_atom=True) as logger, tqdm(
+with BodyOrderLogger(args.log, atoms, dyn, mode="overwrite" if args.overwrite else "create", per_atom=True) as logger, tqdm(
     total=args.steps, unit="step", desc=f"MD at K = {args.max_order}"
 ) as bar:
     dyn.attach(logger, interval=2)

@@ -108,6 +108,9 @@ class Processes:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=BOUND)
+        # a killed i-PI leaves its socket file behind: remove this test process's ones
+        for leftover in Path("/tmp").glob(f"ipi_bo_{os.getpid()}_*"):
+            leftover.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -372,3 +375,19 @@ def test_shipped_direct_examples_run(tmp_path, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
     assert main(["ipi", "run", str(EXAMPLES / name), "--steps", "2", "--log", "run.h5"]) == 0
     assert read_log(tmp_path / "run.h5").step.tolist() == [1, 2]
+
+
+def test_inprocess_refuses_a_socket_input_before_ipi_starts(tmp_path, monkeypatch):
+    """A socket input is refused before i-PI runs: no socket file, no output moved."""
+    from ase_bodyorder.cli import main
+
+    text = (EXAMPLES / "nvt_socket.xml").read_text().replace("<address>bodyorder</address>",
+                                                             f"<address>{_address(tmp_path)}</address>")
+    (tmp_path / "socket.xml").write_text(text)
+    (tmp_path / "h16.xyz").write_bytes((EXAMPLES / "h16.xyz").read_bytes())
+    (tmp_path / "nvt.out").write_text("earlier output\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["ipi", "run", "socket.xml", "--steps", "2", "--log", "run.h5"]) == 2
+    assert not Path(f"/tmp/ipi_{_address(tmp_path)}").exists()
+    assert (tmp_path / "nvt.out").read_text() == "earlier output\n"
+    assert not (tmp_path / "run.h5").exists()

@@ -184,3 +184,14 @@ def test_plain_model_equals_sevennets_calculator(backends, sevennet_calculator):
         assert abs(atoms.get_potential_energy() - reference.get_potential_energy()) < tolerance * len(atoms)
         assert np.abs(atoms.get_forces() - reference.get_forces()).max() < 10 * tolerance
         assert np.abs(atoms.get_stress() - reference.get_stress()).max() < tolerance
+
+
+def test_missing_sevenn_is_a_one_line_error_on_the_command_line(tmp_path, monkeypatch, capsys):
+    from ase_bodyorder.cli import main
+
+    path = tmp_path / "si2.xyz"
+    ase.Atoms("Si2", positions=[[0, 0, 0], [2.3, 0, 0]]).write(path)
+    monkeypatch.setitem(sys.modules, "sevenn", None)  # as if it were not installed
+    assert main(["decompose", str(path), "-K", "2", "--model", "sevennet-0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ase-bodyorder[sevennet]" in err and "Traceback" not in err

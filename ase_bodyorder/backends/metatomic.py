@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import ase
@@ -69,13 +70,11 @@ def load_model(model: str | os.PathLike | AtomisticModel, extensions_directory=N
             raise FileNotFoundError(f"model file '{path}' does not exist")
         if path.is_dir():
             raise IsADirectoryError(f"model path '{path}' is a directory, not a .pt file")
+        # the extensions' Python packages first (e.g. sphericart-torch for SOAP-BPNN):
+        # loaded this way, metatomic finds them and does not warn that they are missing
+        _import_extension_packages()
         try:
-            try:
-                return load_atomistic_model(str(path), extensions_directory=extensions_directory)
-            except RuntimeError as error:
-                if "extensions" not in str(error) or not _import_extension_packages():
-                    raise
-                return load_atomistic_model(str(path), extensions_directory=extensions_directory)
+            return load_atomistic_model(str(path), extensions_directory=extensions_directory)
         except Exception as error:  # torch raises several types for a bad archive
             raise ValueError(
                 f"could not load a metatomic model from '{path}' (corrupt file, or not "
@@ -125,7 +124,10 @@ class MetatomicBackend(Backend):
         self.model = load_model(model, extensions_directory)
         capabilities = self.model.capabilities()
         self.device = torch.device(pick_device(capabilities.supported_devices, device))
-        self.model = self.model.to(self.device)
+        with warnings.catch_warnings():
+            # metatensor-torch's notice about models exported with an older metatensor-learn
+            warnings.filterwarnings("ignore", message=".*_mts_buffer_names.*")
+            self.model = self.model.to(self.device)
         if capabilities.dtype not in _DTYPES:
             raise ValueError(f"model has unsupported dtype {capabilities.dtype!r}")
         self.dtype = capabilities.dtype

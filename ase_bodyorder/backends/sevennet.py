@@ -28,7 +28,12 @@ import numpy as np
 
 from .base import Backend, ClusterBatch
 
-__all__ = ["PRETRAINED", "SevenNetBackend", "is_sevennet_model"]
+__all__ = ["MissingDependencyError", "PRETRAINED", "SevenNetBackend", "is_sevennet_model"]
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency the asked-for model needs is not installed."""
+
 
 #: names of the pretrained models (checkpoint file inside the sevenn wheel, modal)
 PRETRAINED = {
@@ -52,9 +57,10 @@ def _import_sevenn():
     try:
         import sevenn  # noqa: F401
     except ImportError:
-        raise ImportError(
+        raise MissingDependencyError(
             "SevenNet models need the 'sevenn' package: pip install \"ase-bodyorder[sevennet]\" "
-            "(it needs e3nn >= 0.5, so it cannot share an environment with metatrain[mace])"
+            "(or pip install -e \".[sevennet]\" in a checkout; it needs e3nn >= 0.5, so it cannot "
+            "share an environment with metatrain[mace])"
         ) from None
 
 
