@@ -193,14 +193,8 @@ class ReferenceBackend(Backend):
         self.potential = potential
         self.default_cutoff = potential.cutoff
         self.dtype = "float64"
-
-    def check_species(self, numbers: np.ndarray) -> None:
-        unknown = sorted(set(np.unique(numbers).tolist()) - set(self.potential.numbers))
-        if unknown:
-            raise ValueError(
-                f"atomic numbers {unknown} are not known to the reference potential "
-                f"(it knows {self.potential.numbers})"
-            )
+        self.atomic_types = sorted(int(z) for z in potential.numbers)
+        self.display_name = "the reference potential"
 
     def evaluate(self, batch: ClusterBatch, forces: bool):
         positions = torch.from_numpy(batch.positions).requires_grad_(forces)

@@ -74,8 +74,27 @@ class Backend(abc.ABC):
     #: atoms per model call when the user sets no bound (memory against call overhead)
     preferred_chunk_atoms: int = 16384
 
+    #: atomic numbers the model handles (None: any)
+    atomic_types: list[int] | None = None
+    #: how errors name the model
+    display_name: str = "the model"
+
     def check_species(self, numbers: np.ndarray) -> None:
         """Raise ValueError naming any atomic number the model cannot handle."""
+        if self.atomic_types is None:
+            return
+        unknown = sorted(set(np.unique(numbers).tolist()) - set(self.atomic_types))
+        if unknown:
+            import ase.data
+
+            symbols = [ase.data.chemical_symbols[z] for z in unknown]
+            types = self.atomic_types
+            handled = (f"atomic numbers {types}" if len(types) <= 12
+                       else f"{len(types)} elements up to Z = {max(types)}")
+            raise ValueError(
+                f"species {symbols} (atomic numbers {unknown}) are not known to {self.display_name}, "
+                f"which handles {handled}"
+            )
 
     @abc.abstractmethod
     def evaluate(

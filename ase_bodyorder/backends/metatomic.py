@@ -147,15 +147,6 @@ class MetatomicBackend(Backend):
 
     # ------------------------------------------------------------------------------
 
-    def check_species(self, numbers: np.ndarray) -> None:
-        unknown = sorted(set(np.unique(numbers).tolist()) - set(self.atomic_types))
-        if unknown:
-            symbols = [ase.data.chemical_symbols[z] for z in unknown]
-            raise ValueError(
-                f"species {symbols} (atomic numbers {unknown}) are not known to the model, "
-                f"which handles atomic numbers {self.atomic_types}"
-            )
-
     def _options(self, per_atom: bool) -> ModelEvaluationOptions:
         output = ModelOutput(unit="eV", sample_kind="atom" if per_atom else "system")
         return ModelEvaluationOptions(length_unit="angstrom", outputs={self.energy_key: output})

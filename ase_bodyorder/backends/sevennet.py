@@ -109,6 +109,7 @@ class SevenNetBackend(Backend):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         path, default_modal, self.name = _checkpoint_path(model)
+        self.display_name = self.name
         self.path = path
         self.dtype = dtype
         self.device = torch.device(device or "cpu")
@@ -137,15 +138,6 @@ class SevenNetBackend(Backend):
         elif modal is not None:
             raise ValueError(f"{self.name} has a single fidelity: modal must not be given")
         self._keys = KEY
-
-    def check_species(self, numbers: np.ndarray) -> None:
-        unknown = sorted(set(np.unique(numbers).tolist()) - set(self.atomic_types))
-        if unknown:
-            symbols = [ase.data.chemical_symbols[z] for z in unknown]
-            raise ValueError(
-                f"species {symbols} (atomic numbers {unknown}) are not known to {self.name}, which "
-                f"handles {len(self.atomic_types)} elements up to Z = {max(self.atomic_types)}"
-            )
 
     def _graph(self, batch: ClusterBatch):
         """One graph of every cluster of the batch, edges within each cluster only."""
