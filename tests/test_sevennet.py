@@ -195,3 +195,19 @@ def test_missing_sevenn_is_a_one_line_error_on_the_command_line(tmp_path, monkey
     assert main(["decompose", str(path), "-K", "2", "--model", "sevennet-0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ase-bodyorder[sevennet]" in err and "Traceback" not in err
+
+
+def test_sevennet_then_a_metatomic_model_in_one_process():
+    """torch_geometric, imported by sevenn, breaks metatensor-torch's import when it comes
+    first: a SevenNet model followed by a metatomic one must both work."""
+    import subprocess
+
+    code = """
+import warnings; warnings.filterwarnings("ignore")
+from ase_bodyorder.analysis import dimer_curve
+a = dimer_curve("sevennet-0", ("H", "H"), [0.75])
+b = dimer_curve("default", ("H", "H"), [0.75])
+assert a.energy[0] < -3 and b.energy[0] < -3, (a.energy, b.energy)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

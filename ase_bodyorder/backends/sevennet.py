@@ -54,6 +54,12 @@ def is_sevennet_model(model) -> bool:
 
 
 def _import_sevenn():
+    # torch_geometric (which sevenn imports) breaks the TorchScript compilation that
+    # metatensor-torch does at import: importing metatensor-torch first keeps SevenNet and
+    # metatomic models usable in one process
+    import metatensor.torch  # noqa: F401
+    import metatomic.torch  # noqa: F401
+
     try:
         import sevenn  # noqa: F401
     except ImportError:
