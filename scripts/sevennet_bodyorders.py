@@ -8,7 +8,7 @@ to docs/data/sevennet_bodyorders.json and plotted to docs/figures/sevennet_bodyo
 The amorphous and liquid structures are made once and saved (docs/data/*.extxyz); a
 rerun reuses them. Everything is float64 (docs/sevennet.md says why).
 
-Usage: python scripts/sevennet_bodyorders.py [--max-order 3] [--threads 2] [--only Si]
+Usage: python scripts/sevennet_bodyorders.py [--max-order 3] [--threads 2] [--only c-Si,l-Si]
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def structures(only: str | None) -> dict:
 
     made = {}
     for name in ("diamond", "graphite", "a-C", "c-Si", "l-Si"):
-        if only and only not in name:
+        if only and name not in only.split(","):
             continue
         if name in ("a-C", "l-Si"):
             path = DATA / f"{name}.extxyz"
@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-order", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default=None, help="structures whose name contains this")
+    parser.add_argument("--only", default=None, help="comma-separated structure names (diamond,graphite,a-C,c-Si,l-Si)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
