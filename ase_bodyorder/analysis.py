@@ -62,14 +62,17 @@ def _label(model) -> str:
     return type(model).__name__
 
 
-def _energies(backend, clusters: list[tuple[list[int], np.ndarray]]) -> np.ndarray:
+def _batch(clusters: list[tuple[list[int], np.ndarray]]) -> ClusterBatch:
     sizes = [len(n) for n, _ in clusters]
-    batch = ClusterBatch(
+    return ClusterBatch(
         np.concatenate([p for _, p in clusters]).astype(np.float64),
         np.concatenate([n for n, _ in clusters]).astype(np.int64),
         np.concatenate([[0], np.cumsum(sizes)]),
     )
-    return backend.evaluate(batch, forces=False)[0]
+
+
+def _energies(backend, clusters: list[tuple[list[int], np.ndarray]]) -> np.ndarray:
+    return backend.evaluate(_batch(clusters), forces=False)[0]
 
 
 def _atoms(species) -> list[int]:
@@ -85,11 +88,7 @@ def dimer_curve(model, species=("H", "H"), distances=None, *, device=None, label
     distances = np.linspace(0.5, 5.0, 91) if distances is None else np.asarray(distances, float)
     clusters = [([a], np.zeros((1, 3))), ([b], np.zeros((1, 3)))]
     clusters += [([a, b], np.array([[0.0, 0.0, 0.0], [0.0, 0.0, d]])) for d in distances]
-    sizes = [len(n) for n, _ in clusters]
-    batch = ClusterBatch(
-        np.concatenate([p for _, p in clusters]), np.array(sum((n for n, _ in clusters), [])),
-        np.concatenate([[0], np.cumsum(sizes)]),
-    )
+    batch = _batch(clusters)
     e, f = backend.evaluate(batch, forces=True)
     # the force on the second atom along the bond (+z) is -dE/dr
     force = f[batch.ptr[2:-1] + 1, 2]
