@@ -127,6 +127,10 @@ class BodyOrderCalculator(Calculator):
         not interact (and that packing is valid)
     :param forces_with_energy: compute forces whenever the energy is asked for, so that
         ASE's later ``get_forces()`` costs nothing (as metatomic's calculator does)
+    :param client: a ``dask.distributed.Client``: each step's subclusters are evaluated
+        in chunks on its workers, which load the model once (a path or name: every
+        worker must reach the file; an ASE calculator is sent to them once). Results
+        equal the serial ones to round-off (docs/distributed.md)
 
     The settings are ASE ``parameters``: ``calc.set(max_order=2)``, or assigning
     ``calc.max_order = 2``, changes them and discards what they invalidate (results,
@@ -177,18 +181,28 @@ class BodyOrderCalculator(Calculator):
         max_atoms_per_chunk: int | None = None,
         check_locality: bool = True,
         forces_with_energy: bool = True,
+        client=None,
         **kwargs,
     ):
         self.backend = make_backend(
             model, device, variant=variant, extensions_directory=extensions_directory, dtype=dtype
         )
+        #: how the model was given, and the settings that load it (workers use both)
+        self.model_source = model
+        self.model_settings = {
+            "device": None if device is None else str(device),
+            "variant": variant,
+            "extensions_directory": None if extensions_directory is None else str(extensions_directory),
+            "dtype": dtype,
+        }
+        if client is not None:
+            from .distributed import DaskBackend
+
+            self.backend = DaskBackend.from_model(client, model, self.backend, **self.model_settings)
         self._model_settings = {"model": _model_name(model, self.backend)}
-        if device is not None:
-            self._model_settings["device"] = str(device)
-        if variant is not None:
-            self._model_settings["variant"] = variant
-        if dtype is not None:
-            self._model_settings["dtype"] = dtype
+        self._model_settings.update(
+            {k: v for k, v in self.model_settings.items() if v is not None and k != "extensions_directory"}
+        )
         self._checked_species: set[int] = set()
         self._one_body: dict[int, float] = {}
         self._plan_cache: dict[int, tuple[ase.Atoms, Subclusters]] = {}
@@ -297,6 +311,11 @@ class BodyOrderCalculator(Calculator):
             if not (skip_default and value == self.default_parameters.get(key, object()))
         }
         return {**self._model_settings, **settings}
+
+    @property
+    def client(self):
+        """The ``dask.distributed.Client`` whose workers evaluate the subclusters, or None."""
+        return getattr(self.backend, "client", None)
 
     def describe(self) -> dict:
         """Settings and model metadata, for logs."""

@@ -66,6 +66,52 @@ def _add_model_options(parser: argparse.ArgumentParser, order_required: bool = T
     parser.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
 
 
+def add_dask_options(parser: argparse.ArgumentParser) -> None:
+    """``--workers N`` | ``--scheduler ADDRESS`` and ``--threads-per-worker``."""
+    group = parser.add_argument_group("Dask (spread the work over workers; the 'distributed' extra)")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N", help="start a local Dask cluster of N worker processes")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS", help="join a running Dask cluster, e.g. tcp://host:8786")
+    group.add_argument(
+        "--threads-per-worker", type=int, default=1, metavar="T",
+        help="torch threads of each local worker, with --workers (default %(default)s)",
+    )
+
+
+@contextlib.contextmanager
+def dask_client(args):
+    """The ``Client`` that ``--workers``/``--scheduler`` ask for (None without them),
+    closed (with its local cluster) on the way out."""
+    if args.workers is None and args.scheduler is None:
+        yield None
+        return
+    import logging
+
+    from .distributed import _require_distributed, connect, local_client
+
+    if args.workers is not None and args.workers < 1:
+        raise CommandError(f"--workers must be a positive number of workers, got {args.workers}")
+    if args.threads_per_worker < 1:
+        raise CommandError(f"--threads-per-worker must be a positive number, got {args.threads_per_worker}")
+    _require_distributed()  # imported first: it configures its loggers, set below
+
+    # Dask logs every worker start and stop at INFO: keep warnings and errors; a lost
+    # scheduler is reported by the command itself (DistributedError), not as a traceback
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
+    if args.workers is not None:
+        client = local_client(args.workers, args.threads_per_worker)
+    else:
+        try:
+            client = connect(args.scheduler)
+        except (OSError, TimeoutError, ValueError) as error:
+            raise CommandError(str(error)) from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def _check_model(model: str) -> None:
     """Refuse, before anything is loaded, a --model that is neither a file nor a known
     name, listing the names that would work. The one place that knows the names."""
@@ -81,7 +127,7 @@ def _check_model(model: str) -> None:
     raise CommandError(f"no model file or known model named '{model}'; {known}")
 
 
-def _calculator(args, atoms=None):
+def _calculator(args, atoms=None, client=None):
     from .calculator import MODEL_CUTOFF, BodyOrderCalculator
     from .expansion import molecules
 
@@ -102,6 +148,7 @@ def _calculator(args, atoms=None):
         cutoff=MODEL_CUTOFF if args.cutoff is None else args.cutoff,
         fragments=fragments,
         device=args.device,
+        client=client,
     )
 
 
@@ -160,19 +207,25 @@ def _read_structure(path: str, index=-1):
     return result
 
 
-def _hdf5_message(file: Path) -> str:
-    """Why an HDF5 file is not a structure, and what to do with an ase-bodyorder log."""
+def _is_log(file: Path) -> bool:
+    """Whether ``file`` is an ase-bodyorder log (H5MD written by md or ipi run)."""
     try:
         import h5py
 
         with h5py.File(file, "r", locking=False) as h5:
-            is_log = "h5md" in h5 and "parameters/ase_bodyorder" in h5
+            return "h5md" in h5 and "parameters/ase_bodyorder" in h5
     except Exception:
-        is_log = False
+        return False
+
+
+def _hdf5_message(file: Path) -> str:
+    """Why an HDF5 file is not a structure, and what to do with an ase-bodyorder log."""
+    is_log = _is_log(file)
     if is_log:
         return (
             f"'{file}' is an ase-bodyorder MD log (H5MD), not a structure file: "
             f"'ase-bodyorder info {file}' and 'ase-bodyorder report {file}' read logs, "
+            f"'ase-bodyorder decompose {file}' decomposes its frames, "
             f"and 'md STRUCTURE --append --log {file}' continues one; {_EXPECTED}"
         )
     return f"'{file}' is an HDF5 file, which ASE cannot read as a structure; {_EXPECTED}"
@@ -182,6 +235,7 @@ def _hdf5_message(file: Path) -> str:
 
 
 def _cmd_md(args) -> int:
+    from .distributed import DistributedError
     from .h5md import read_log
     from .md import run_md
 
@@ -233,10 +287,10 @@ def _cmd_md(args) -> int:
             file=sys.stderr,
         )
 
-    calculator = _calculator(args, atoms)
     mode = "append" if args.append else ("overwrite" if args.overwrite else "create")
     try:
-        with _warnings_to_stderr(args.command):
+        with dask_client(args) as client, _warnings_to_stderr(args.command):
+            calculator = _calculator(args, atoms, client)
             result = run_md(
                 atoms,
                 calculator,
@@ -259,6 +313,11 @@ def _cmd_md(args) -> int:
             )
     except KeyboardInterrupt:  # a second Ctrl-C: the log was closed on the way out
         result = None
+    except DistributedError as error:  # the log was closed on the way out
+        data = read_log(log) if log.exists() else None
+        held = "" if data is None else f"; log '{log}' closed, it holds {len(data.step)} frames" + (
+            f" up to step {int(data.step[-1])}" if len(data.step) else "")
+        raise DistributedError(f"{error}{held}") from None
     if result is None or result.interrupted:
         data = read_log(log)
         last = int(data.step[-1]) if len(data.step) else None
@@ -296,58 +355,86 @@ def _writable(path: Path) -> bool:
     return os.access(path, os.W_OK)
 
 
+def _frames_of(path: str) -> list:
+    """Every frame of a structure file, or of an ase-bodyorder log (H5MD)."""
+    file = Path(path)
+    if file.is_file():
+        with open(file, "rb") as handle:
+            is_hdf5 = handle.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
+        if is_hdf5 and _is_log(file):
+            from .h5md import read_log
+
+            return read_log(file).frames()
+    return _read_structure(path, index=":")
+
+
 def _cmd_decompose(args) -> int:
-    from tqdm.auto import tqdm
+    from .distributed import decompose_frames
 
-    from .decomposition import decompose
-
-    structures = []
+    names, frames = [], []
     for path in args.structures:
-        frames = _read_structure(path, index=":")
-        for f, atoms in enumerate(frames):
-            structures.append((f"{path}" if len(frames) == 1 else f"{path}@{f}", atoms))
-    calculator = _calculator(args, structures[0][1] if len(structures) == 1 else None)
-    rows = []
-    for name, atoms in tqdm(structures, unit="structure", disable=args.quiet or len(structures) < 2, file=sys.stderr):
-        result = decompose(atoms, None, args.max_order, full_model=args.full_model, calculator=calculator)
-        rows.append((name, len(atoms), result))
-    _print_decompositions(rows, args.format, args.max_order)
+        these = _frames_of(path)
+        names += [path] if len(these) == 1 else [f"{path}@{f}" for f in range(len(these))]
+        frames += these
+    with dask_client(args) as client:
+        calculator = _calculator(args, frames[0] if len(frames) == 1 else None, client)
+        rows = _DecompositionWriter(args.format, args.max_order, args.full_model, max(map(len, names)))
+        results = decompose_frames(
+            frames, calculator, full_model=args.full_model, progress=not args.quiet and len(frames) > 1
+        )
+        # each row as soon as it and the rows before it are done
+        for name, atoms, result in zip(names, frames, results):
+            rows.write(name, len(atoms), result)
+        rows.close()
     return 0
 
 
-def _print_decompositions(rows, fmt: str, order: int) -> None:
-    if fmt == "json":
-        print(json.dumps([{"structure": n, "n_atoms": a, **r.as_dict(), "per_atom": None} for n, a, r in rows], indent=1))
-        return
-    # energies in eV, n_k are counts (the k-body subclusters)
-    header = ["structure", "n_atoms"] + [f"dE_{k}/eV" for k in range(1, order + 1)] + [f"E^({order})/eV"]
-    header += [f"n_{k}" for k in range(1, order + 1)]
-    has_full = rows and rows[0][2].full_energy is not None
-    if has_full:
-        header += ["E_model/eV", "remainder/eV"]
-    table = []
-    for name, n_atoms, r in rows:
-        line = [name, str(n_atoms)] + [f"{e:.6f}" for e in r.body_order_energies]
-        line += [f"{r.truncated_energies[-1]:.6f}"] + [str(c) for c in r.counts]
-        if has_full:
-            line += [f"{r.full_energy:.6f}", f"{r.remainder:.6f}"]
-        table.append(line)
-    if fmt == "csv":
-        print(",".join(header))
-        for line in table:
-            print(",".join(line))
-        return
-    widths = [max([len(h)] + [len(line[i]) for line in table]) for i, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-    for line in table:
-        print("  ".join(v.rjust(w) for v, w in zip(line, widths)))
-    legend = (
-        f"dE_k: k-body contribution; E^({order}): energy truncated at K = {order}; "
-        "n_k: number of k-body subclusters"
-    )
-    if has_full:
-        legend += "; E_model: the plain model; remainder: E_model - E^(K)"
-    print(legend)
+class _DecompositionWriter:
+    """Rows of ``decompose`` on stdout one at a time: CSV, a table with fixed columns,
+    or a JSON list (valid once closed)."""
+
+    def __init__(self, fmt: str, order: int, full: bool, name_width: int):
+        self.fmt, self.order, self.full, self.count = fmt, order, full, 0
+        # energies in eV, n_k are counts (the k-body subclusters)
+        header = ["structure", "n_atoms"] + [f"dE_{k}/eV" for k in range(1, order + 1)] + [f"E^({order})/eV"]
+        header += [f"n_{k}" for k in range(1, order + 1)]
+        if full:
+            header += ["E_model/eV", "remainder/eV"]
+        self.widths = [max(name_width, 9), 7] + [max(len(h), 8 if h.startswith("n_") else 14) for h in header[2:]]
+        if fmt == "json":
+            print("[", flush=True)
+        elif fmt == "csv":
+            print(",".join(header), flush=True)
+        else:
+            print("  ".join(h.rjust(w) for h, w in zip(header, self.widths)), flush=True)
+
+    def write(self, name: str, n_atoms: int, r) -> None:
+        if self.fmt == "json":
+            record = json.dumps({"structure": name, "n_atoms": n_atoms, **r.as_dict(), "per_atom": None}, indent=1)
+            print(("," if self.count else "") + record, flush=True)
+        else:
+            line = [name, str(n_atoms)] + [f"{e:.6f}" for e in r.body_order_energies]
+            line += [f"{r.truncated_energies[-1]:.6f}"] + [str(c) for c in r.counts]
+            if self.full:
+                line += [f"{r.full_energy:.6f}", f"{r.remainder:.6f}"]
+            if self.fmt == "csv":
+                print(",".join(line), flush=True)
+            else:
+                print("  ".join(v.rjust(w) for v, w in zip(line, self.widths)), flush=True)
+        self.count += 1
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            print("]")
+        elif self.fmt != "csv":
+            order = self.order
+            legend = (
+                f"dE_k: k-body contribution; E^({order}): energy truncated at K = {order}; "
+                "n_k: number of k-body subclusters"
+            )
+            if self.full:
+                legend += "; E_model: the plain model; remainder: E_model - E^(K)"
+            print(legend)
 
 
 def _cmd_info(args) -> int:
@@ -496,10 +583,14 @@ def build_parser() -> argparse.ArgumentParser:
         "structure file only gives species and order) and record this command line in it",
     )
     md.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dask_options(md)
     md.set_defaults(run=_cmd_md)
 
     dec = sub.add_parser("decompose", help="per-structure body-order contributions")
-    dec.add_argument("structures", nargs="+", help="structure files (every frame is decomposed)")
+    dec.add_argument(
+        "structures", nargs="+",
+        help="structure files or ase-bodyorder logs (H5MD); every frame is decomposed, in order",
+    )
     _add_model_options(dec)
     dec.add_argument(
         "--format", choices=["table", "csv", "json"], default="table",
@@ -507,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dec.add_argument("--full-model", action="store_true", help="also evaluate the plain model and the remainder")
     dec.add_argument("--quiet", action="store_true", help="no progress bar (shown for several structures)")
+    add_dask_options(dec)
     dec.set_defaults(run=_cmd_decompose)
 
     info = sub.add_parser("info", help="text summary of a log")
@@ -587,9 +679,10 @@ _INPUT_ERRORS = (
 
 def _runtime_errors() -> tuple[type, ...]:
     """Exceptions that mean the run could not go on (exit 1, one line)."""
+    from .distributed import DistributedError
     from .expansion import ExpansionTooLargeError
 
-    return (ExpansionTooLargeError, MemoryError, OSError)
+    return (ExpansionTooLargeError, DistributedError, MemoryError, OSError)
 
 
 def _is_user_error(error: BaseException) -> bool:

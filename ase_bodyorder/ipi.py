@@ -380,30 +380,43 @@ def add_ipi_commands(subparsers, command_error) -> None:
         help="torch threads of this driver (default %(default)s, so that several drivers on one "
         "machine do not oversubscribe its cores; a single driver may take all cores)",
     )
+    from .cli import add_dask_options
+
+    add_dask_options(driver)
 
     def run_driver(args) -> int:
+        from .cli import dask_client
         from .ipi_driver import BodyOrderDriver
 
         if args.threads < 1:
             raise command_error(f"--threads must be a positive number, got {args.threads}")
         if args.max_order < 1:
             raise command_error(f"-K/--max-order must be an integer >= 1, got {args.max_order}")
-        try:
-            pes = BodyOrderDriver(
-                template=args.template,
-                max_order=args.max_order,
-                model=args.model,
-                cutoff=args.cutoff,
-                device=args.device,
-                threads=args.threads,
-            )
-        except ValueError as error:
-            raise command_error(str(error)) from None
-        try:
-            served = run_client(pes, args.address, unix=not args.inet, port=args.port, timeout=args.timeout)
-        except ServerGone as error:
-            print(f"ase-bodyorder ipi driver: {error}", file=sys.stderr)
-            return 3
+        with dask_client(args) as client:
+            try:
+                pes = BodyOrderDriver(
+                    template=args.template,
+                    max_order=args.max_order,
+                    model=args.model,
+                    cutoff=args.cutoff,
+                    device=args.device,
+                    threads=args.threads,
+                    scheduler=None if client is None else client.scheduler.address,
+                )
+            except ValueError as error:
+                raise command_error(str(error)) from None
+            if client is not None:
+                workers = client.nthreads()
+                print(f"subclusters on {len(workers)} Dask workers ({sum(workers.values())} threads) "
+                      f"of the scheduler at {client.scheduler.address}", flush=True)
+            try:
+                served = run_client(pes, args.address, unix=not args.inet, port=args.port, timeout=args.timeout)
+            except ServerGone as error:
+                print(f"ase-bodyorder ipi driver: {error}", file=sys.stderr)
+                return 3
+            finally:
+                if pes.client is not None:
+                    pes.client.close()
         print(f"i-PI said EXIT after {served} evaluations")
         return 0
 

@@ -16,6 +16,8 @@ parses numbers and booleans; no commas inside values):
 - ``skin``: reuse the enumeration until an atom moves more than skin/2 (angstrom)
 - ``threads``: torch threads of this process (default: torch's own choice). Several
   drivers on one machine must share its cores: give each cores / drivers threads.
+- ``scheduler``: address of a Dask scheduler (``tcp://host:8786``) whose workers
+  evaluate the subclusters (the ``distributed`` extra; docs/distributed.md)
 
 With ``<batch_size>n</batch_size>``, i-PI sends n beads at once and
 :meth:`BodyOrderDriver.compute` evaluates the subclusters of all of them in shared
@@ -64,6 +66,7 @@ class BodyOrderDriver(Dummy_driver):
         device=None,
         skin=0.0,
         threads=None,
+        scheduler=None,
         *args,
         **kwargs,
     ):
@@ -74,6 +77,9 @@ class BodyOrderDriver(Dummy_driver):
         self.device = device
         self.skin = skin
         self.threads = threads
+        self.scheduler = scheduler
+        #: the Dask client, with ``scheduler``
+        self.client = None
         #: recent evaluations as (positions in angstrom, results in ASE units); i-PI may
         #: call once per bead or once per batch, so in-process loggers match by position
         self.recent: list[tuple[np.ndarray, dict]] = []
@@ -90,7 +96,7 @@ class BodyOrderDriver(Dummy_driver):
         if unknown or self.args:
             raise ValueError(
                 f"ipi_bodyorder: unknown option(s) {sorted(unknown) or list(self.args)}; known: "
-                "model, template, max_order, cutoff, device, skin, threads"
+                "model, template, max_order, cutoff, device, skin, threads, scheduler"
             )
         if self.template is None:
             raise ValueError("ipi_bodyorder: the 'template' option (a structure file) is required")
@@ -106,9 +112,17 @@ class BodyOrderDriver(Dummy_driver):
             set_threads(int(self.threads))
         cutoff = MODEL_CUTOFF if self.cutoff in (None, "None", "model") else float(self.cutoff)
         device = None if self.device in (None, "None") else str(self.device)
+        if self.scheduler not in (None, "None"):
+            from ase_bodyorder.distributed import connect
+
+            try:
+                self.client = connect(str(self.scheduler))
+            except (OSError, ImportError) as error:
+                raise ValueError(f"ipi_bodyorder: {error}") from None
         try:
             self.calculator = BodyOrderCalculator(
-                str(self.model), int(self.max_order), cutoff=cutoff, device=device, skin=float(self.skin)
+                str(self.model), int(self.max_order), cutoff=cutoff, device=device, skin=float(self.skin),
+                client=self.client,
             )
             # species of the template against the model, before any step
             self.calculator.backend.check_species(self.template_atoms.numbers)

@@ -174,11 +174,13 @@ def evaluate_batch(
     backend: Backend, batch: ClusterBatch, forces: bool, max_atoms_per_chunk: int = 16384
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Energies (and forces) of every cluster of ``batch``, in chunks of at most
-    ``max_atoms_per_chunk`` atoms (one model call each) to bound memory."""
+    ``max_atoms_per_chunk`` atoms (one model call each) to bound memory; a distributed
+    backend runs the chunks on its workers."""
     energies = np.empty(batch.n_clusters)
     cluster_forces = np.zeros((batch.n_atoms, 3)) if forces else None
-    for first, chunk in batch.chunks(max_atoms_per_chunk):
-        e, f = backend.evaluate(chunk, forces)
+    chunks = list(batch.chunks(backend.chunk_atoms(batch.n_atoms, max_atoms_per_chunk)))
+    results = backend.evaluate_chunks([chunk for _, chunk in chunks], forces)
+    for (first, chunk), (e, f) in zip(chunks, results):
         energies[first : first + chunk.n_clusters] = e
         if forces:
             cluster_forces[batch.ptr[first] : batch.ptr[first + chunk.n_clusters]] = f

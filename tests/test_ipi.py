@@ -147,12 +147,13 @@ def _driver(address, folder, *extra):
             str(folder / "init.xyz"), "--model", str(folder / "model.pt"), "-K", "3", *extra]
 
 
-def _run_socket(folder, processes, *, steps, beads, ensemble, batch=1, drivers=1):
+def _run_socket(folder, processes, *, steps, beads, ensemble, batch=1, drivers=1, driver_args=()):
     address = _address(folder)
     _write_input(folder, steps=steps, beads=beads, ensemble=ensemble, forcefield=_socket(address, batch=batch))
     server = processes.start(["i-pi", "input.xml"], folder, folder / "ipi.log")
     _wait_for_socket(address, server)
-    clients = [processes.start(_driver(address, folder), folder, folder / f"driver{d}.log") for d in range(drivers)]
+    clients = [processes.start(_driver(address, folder, *driver_args), folder, folder / f"driver{d}.log")
+               for d in range(drivers)]
     server.wait(timeout=BOUND)
     for client in clients:
         client.wait(timeout=BOUND)

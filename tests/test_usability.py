@@ -100,7 +100,7 @@ def test_an_unknown_suffix_says_ase_has_no_reader(tmp_path, capsys):
 
 
 def test_a_log_is_not_a_structure(log, tmp_path, capsys):
-    assert main(["decompose", str(log), "-K", "2"]) == 2
+    assert main(["md", str(log), "-K", "2", "--steps", "1", "--log", str(tmp_path / "new.h5")]) == 2
     err = capsys.readouterr().err
     assert "is an ase-bodyorder MD log" in err
     assert f"ase-bodyorder info {log}" in err and f"ase-bodyorder report {log}" in err

@@ -103,6 +103,16 @@ class Backend(abc.ABC):
         """Energies (eV, float64, one per cluster) and, if asked, the force on every
         atom of the batch within its own cluster (eV/A, float64, shape (P, 3))."""
 
+    def chunk_atoms(self, n_atoms: int, max_atoms: int) -> int:
+        """Atoms per chunk for a batch of ``n_atoms`` given the bound ``max_atoms``
+        (a distributed backend cuts finer, so that every worker gets work)."""
+        return max_atoms
+
+    def evaluate_chunks(self, chunks: list[ClusterBatch], forces: bool):
+        """:meth:`evaluate` of every chunk, in order (here one after the other, lazily,
+        so that only one chunk's intermediate results are alive at a time)."""
+        return (self.evaluate(chunk, forces) for chunk in chunks)
+
     @abc.abstractmethod
     def evaluate_full(self, atoms: ase.Atoms, forces: bool, stress: bool) -> dict:
         """The plain model on the whole system (periodic if it is): a dict with
