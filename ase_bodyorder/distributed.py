@@ -102,6 +102,30 @@ def _match_worker_threads() -> None:
         torch.set_num_threads(threads)
 
 
+_MALLOC_RESTORED = False
+
+
+def _restore_malloc() -> None:
+    """Undo, in this worker process, the MALLOC_TRIM_THRESHOLD_=65536 that Dask's nanny
+    sets for the workers it starts. With it glibc hands every large block back to the
+    system at once and maps it again on the next call; a model's tensors are allocated
+    and freed at every call, and the chunks ran 2.5 times slower (benchmarks/RESULTS.md).
+    Thresholds as glibc's own dynamic ones at their largest (32 MiB)."""
+    global _MALLOC_RESTORED
+    if _MALLOC_RESTORED or not os.environ.get("MALLOC_TRIM_THRESHOLD_") or not sys.platform.startswith("linux"):
+        return
+    _MALLOC_RESTORED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
+    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+
+
 def worker_backend(model) -> Backend:
     """The backend on this worker: a recipe is loaded once and kept; a scattered
     backend object is used as it is."""
@@ -111,6 +135,7 @@ def worker_backend(model) -> Backend:
         backend = _WORKER_BACKENDS.get(model)
         if backend is None:
             backend = _WORKER_BACKENDS[model] = model.load()
+    _restore_malloc()
     _match_worker_threads()
     return backend
 
@@ -354,8 +379,14 @@ def local_client(workers: int, threads_per_worker: int = 1, **cluster_options):
     distributed = _require_distributed()
     if workers < 1 or threads_per_worker < 1:
         raise ValueError(f"workers and threads per worker must be >= 1, got {workers} and {threads_per_worker}")
+    import dask
+
     # the dashboard on any free port: several local clusters must not fight for 8787
     cluster_options.setdefault("dashboard_address", ":0")
-    return distributed.Client(
-        n_workers=workers, threads_per_worker=threads_per_worker, processes=True, **cluster_options
-    )
+    # one task per worker thread at a time, the rest queued on the scheduler: with the
+    # default (1.1, rounded up) a worker of one thread takes two chunks at once, and a
+    # step of two chunks could run both on one worker while the other idles
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        return distributed.Client(
+            n_workers=workers, threads_per_worker=threads_per_worker, processes=True, **cluster_options
+        )
