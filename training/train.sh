@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train, export and card one shipped model. Usage: training/train.sh pet|soap-bpnn [THREADS]
+# Train, export and card one shipped model. Usage: training/train.sh pet|soap-bpnn|mace [THREADS]
 # Needs the train extra: pip install -e ".[train]" (metatrain, PySCF).
 # A model with a file training/<arch>/stages is trained in stages: each line names an
 # options file, the pool it sees (its first N structures, or all) and optionally a run name
@@ -37,7 +37,7 @@ done <<< "$stages"
 card_pool=()
 notes=$(cat "$root/training/$arch/notes" 2>/dev/null || true)
 [ "$last_pool" = all ] || card_pool=(--trained-on-first "$last_pool")
-name=$( [ "$arch" = pet ] && echo pet-h-fci || echo soap-bpnn-h-fci )
+name="$arch-h-fci"  # pet-h-fci, soap-bpnn-h-fci, mace-h-fci
 cp "$run/model.pt" "$root/ase_bodyorder/models/$name.pt"
 python "$root/training/model_card.py" "$name" "$root/ase_bodyorder/models/$name.pt" "${options_files[@]}" "${card_pool[@]}" \
     --training-notes "$notes" --architecture "$(head -1 "$root/training/$arch/README" 2>/dev/null || echo "$arch")"
