@@ -437,6 +437,68 @@ class _DecompositionWriter:
             print(legend)
 
 
+def _reference_calculator(text: str):
+    """--reference: 'fci', or MODULE:NAME of an ASE calculator class or factory."""
+    if text == "fci":
+        from .fci import FCICalculator
+
+        return FCICalculator()
+    module, _, name = text.partition(":")
+    if not module or not name:
+        raise CommandError(
+            f"--reference must be 'shipped', 'fci' or MODULE:NAME of an ASE calculator, got '{text}'"
+        )
+    import importlib
+
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as error:
+        raise CommandError(f"--reference {text}: cannot import {name} from {module} ({error})") from None
+    return factory()
+
+
+def _cmd_compare(args) -> int:
+    from .compare import compare_expansions, shipped_clusters
+    from .models import list_models
+
+    if args.output:
+        _check_output(Path(args.output), args.overwrite)
+    if args.structures:
+        clusters = [atoms for path in args.structures for atoms in _frames_of(path)]
+    else:
+        clusters = shipped_clusters()
+    reference = args.reference or ("fci" if args.structures else "shipped")
+    if reference == "shipped" and args.structures:
+        raise CommandError(
+            "--reference shipped covers only the shipped H8 clusters (give no structures); "
+            "for your own structures use --reference fci or MODULE:NAME"
+        )
+    if reference != "shipped":
+        reference = _reference_calculator(reference)
+    models = args.model or list_models()
+    for model in models:
+        _check_model(model)
+    result = compare_expansions(
+        clusters, models, reference, max_order=args.max_order, cutoff=args.cutoff,
+        cache=None if args.no_cache else (args.cache or True),
+    )
+    text = {"table": result.table, "csv": result.csv, "json": result.to_json}[args.format]()
+    print(text.rstrip("\n"))
+    if args.output:
+        result.plot(args.output, learning=args.learning)
+        print(f"figure written to '{args.output}'", file=sys.stderr)
+    return 0
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise CommandError(f"figure '{path}' must end in .png, .pdf or .svg")
+    if path.exists() and not overwrite:
+        raise CommandError(f"'{path}' exists: pass --overwrite to replace it")
+    if not path.parent.exists():
+        raise CommandError(f"folder '{path.parent}' for the figure does not exist")
+
+
 def _cmd_info(args) -> int:
     from .report import summarise
 
@@ -647,6 +709,44 @@ def build_parser() -> argparse.ArgumentParser:
     curves.add_argument("--overwrite", action="store_true", help="replace existing output files")
     curves.set_defaults(run=_cmd_curves)
 
+    cmp = sub.add_parser(
+        "compare",
+        help="models' body-order contributions beside a reference's (arXiv 2509.14146)",
+        description="dE_k of every order for each model beside the reference method's, per "
+        "density (info 'density'), over every subset (or every connected subset with --cutoff): "
+        "meV/atom, percentage of the reference, wrong signs marked. Reference energies are "
+        "cached on disk (see --cache).",
+    )
+    cmp.add_argument(
+        "structures", nargs="*",
+        help="clusters (structure files or logs, every frame); default: the shipped held-out H8 "
+        "clusters, with the FCI energy of every subcluster",
+    )
+    cmp.add_argument(
+        "--model", action="append", default=None,
+        help="a model (file or name; repeat for several, in order); default: every shipped model",
+    )
+    cmp.add_argument(
+        "--reference", default=None,
+        help="'shipped' (the shipped FCI subcluster energies; default without structures), 'fci' "
+        "(PySCF FCI/STO-3G, hydrogen; default with structures) or MODULE:NAME, an ASE calculator "
+        "class or factory called without arguments",
+    )
+    cmp.add_argument("--max-order", "-K", type=_positive_order, default=None, metavar="K",
+                     help="highest body order (default: every order)")
+    cmp.add_argument("--cutoff", type=float, default=None,
+                     help="only subsets connected within this distance (A); default: every subset")
+    cmp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="stdout format")
+    cmp.add_argument("-o", "--output", default=None, help="figure (.png, .pdf, .svg)")
+    cmp.add_argument("--learning", action="store_true",
+                     help="the models are stages of one training, in order: the figure shows each "
+                     "order's percentage of the reference against the stage")
+    cmp.add_argument("--cache", default=None, help="folder of cached reference energies "
+                     "(default: $ASE_BODYORDER_CACHE or ~/.cache/ase-bodyorder)")
+    cmp.add_argument("--no-cache", action="store_true", help="compute every reference energy anew, keep none")
+    cmp.add_argument("--overwrite", action="store_true", help="replace an existing figure")
+    cmp.set_defaults(run=_cmd_compare)
+
     models = sub.add_parser("models", help="list the shipped models")
     models.set_defaults(run=_cmd_models)
 
@@ -679,10 +779,11 @@ _INPUT_ERRORS = (
 
 def _runtime_errors() -> tuple[type, ...]:
     """Exceptions that mean the run could not go on (exit 1, one line)."""
+    from .compare import ReferenceFailed
     from .distributed import DistributedError
     from .expansion import ExpansionTooLargeError
 
-    return (ExpansionTooLargeError, DistributedError, MemoryError, OSError)
+    return (ExpansionTooLargeError, DistributedError, ReferenceFailed, MemoryError, OSError)
 
 
 def _is_user_error(error: BaseException) -> bool:

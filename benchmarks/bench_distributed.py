@@ -1,7 +1,7 @@
 """Subclusters on Dask workers against one process, measured in one run.
 
 Each case is one MD-like step (energy and forces of a new configuration), timed as the
-best of --repeats after two warm-up steps, in three set-ups with torch's threads set
+best of --repeats after a warm-up step, in three set-ups with torch's threads set
 explicitly everywhere:
 
 - serial-1t: this process, 1 torch thread;
@@ -16,7 +16,7 @@ float32). Also measures the scatter/gather round trip of empty tasks, and the
 serial parts of a step (enumeration, packing, assembly), from which docs/distributed.md
 estimates larger runs.
 
-Usage: python benchmarks/bench_distributed.py [--repeats 3] [--skip-silicon]
+Usage: python benchmarks/bench_distributed.py [--repeats 2] [--skip-silicon] [--json FILE]
 """
 
 from __future__ import annotations
@@ -49,15 +49,16 @@ def silicon():
 
 
 def step_time(calc, atoms, repeats: int) -> tuple[float, dict]:
-    """Best wall time of one energy+forces step at a new configuration."""
+    """Best wall time of one energy+forces step at a new configuration, after one
+    warm-up step (model loading, TorchScript specialisation, workers' first task)."""
     atoms.calc = calc
     best, timings = np.inf, {}
-    for i in range(repeats + 2):
+    for i in range(repeats + 1):
         atoms.positions[0, 0] += 1e-7  # a new configuration each call
         start = time.perf_counter()
         atoms.get_forces()
         elapsed = time.perf_counter() - start
-        if i >= 2 and elapsed < best:
+        if i >= 1 and elapsed < best:
             best, timings = elapsed, dict(calc.timings)
     return best, timings
 
@@ -72,7 +73,7 @@ def main() -> None:
     from ase_bodyorder.distributed import local_client
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-silicon", action="store_true")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")
     args = parser.parse_args()

@@ -2,8 +2,8 @@
 
 Left: the two- and three-body energies of the shipped models (eps_2 of H2 at distance r,
 eps_3 of an equilateral H3 of side r; ase_bodyorder.analysis). Right: every order's
-contribution |dE_k| to the energy of the eight held-out H8 clusters of
-data/fci_mbe_reference.json (mean over the clusters of each density, meV/atom), exact
+contribution |dE_k| to the energy of the eight held-out H8 clusters shipped with
+ase_bodyorder.compare (mean over the clusters of each density, meV/atom), exact
 FCI/STO-3G beside the models (every subset: cutoff=None); an open marker is a model's
 dE_k of the wrong sign.
 
@@ -14,48 +14,30 @@ Object-oriented matplotlib only (no pyplot).
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
-import ase
 import numpy as np
 from matplotlib.figure import Figure
 
-from ase_bodyorder import BodyOrderCalculator, assemble, decompose, list_models, plan_subclusters
+from ase_bodyorder import list_models
 from ase_bodyorder.analysis import dimer_curve, trimer_curve
+from ase_bodyorder.compare import compare_expansions, shipped_clusters
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = Path(__file__).resolve().parent / "readme.png"
-STYLE = {"FCI/STO-3G": ("k", "o"), "pet-h-fci": ("C0", "s"), "soap-bpnn-h-fci": ("C1", "^")}
-
-
-def exact_contributions(energies: dict[str, float], n: int) -> np.ndarray:
-    """dE_1..dE_n of FCI from the energy of every subcluster (keyed "i,j,...")."""
-    subclusters = plan_subclusters(ase.Atoms(f"H{n}", positions=np.zeros((n, 3))), n, cutoff=None)
-    keys = [",".join(map(str, subclusters.parent[a:b])) for a, b in zip(subclusters.ptr[:-1], subclusters.ptr[1:])]
-    return assemble(subclusters, [energies[key] for key in keys])["body_order_energies"]
+STYLE = {"FCI/STO-3G": ("k", "o"), "pet-h-fci": ("C0", "s"), "soap-bpnn-h-fci": ("C1", "^"), "mace-h-fci": ("C2", "d")}
 
 
 def contributions(models: list[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Mean dE_k (meV/atom) per density: FCI and every model."""
-    clusters = json.loads((ROOT / "data" / "fci_mbe_reference.json").read_text())
-    n = len(clusters[0]["positions"])
+    """Mean dE_k (meV/atom) per density: FCI and every model (ase_bodyorder.compare)."""
+    result = compare_expansions(shipped_clusters(), models, "shipped")
     out = {}
     for density in ("high", "low"):
-        chosen = [c for c in clusters if c["density"] == density]
-        rows = {"FCI/STO-3G": np.mean([exact_contributions(c["energies_eV"], n) for c in chosen], axis=0)}
-        for name in models:
-            calculator = BodyOrderCalculator(name, n, cutoff=None)  # one model load per model
-            rows[name] = np.mean(
-                [
-                    decompose(ase.Atoms(f"H{n}", positions=c["positions"]), name, n, calculator=calculator).body_order_energies
-                    for c in chosen
-                ],
-                axis=0,
-            )
-        out[density] = {key: value / n * 1000 for key, value in rows.items()}
+        rows = {"FCI/STO-3G": result.reference[density].mean(axis=0)}
+        rows.update({name: result.models[name][density].mean(axis=0) for name in models})
+        out[density] = rows
     return out
 
 

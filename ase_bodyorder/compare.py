@@ -1,0 +1,391 @@
+"""Models' many-body expansions beside the reference's (arXiv 2509.14146).
+
+For a set of clusters, eps of every subset (every connected subset with a cutoff) and
+dE_k for each order, of the reference method and of each model, side by side:
+
+    from ase_bodyorder.compare import compare_expansions, shipped_clusters
+    result = compare_expansions(shipped_clusters(), ["pet-h-fci", "soap-bpnn-h-fci"])
+    print(result.table())
+    result.plot("orders.png")
+
+The reference is the FCI energy of every subcluster of the shipped H8 clusters
+(``"shipped"``), or any ASE calculator (e.g. :class:`~ase_bodyorder.fci.FCICalculator`),
+whose subcluster energies are cached on disk, keyed by method and geometry. The models
+go through the packed backend (:class:`~ase_bodyorder.BodyOrderCalculator`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ase
+import numpy as np
+
+__all__ = [
+    "Comparison",
+    "ReferenceFailed",
+    "compare_expansions",
+    "default_cache",
+    "model_expansions",
+    "reference_expansions",
+    "shipped_clusters",
+]
+
+#: largest number of bodies expanded over every subset (2^n subsets) without a cutoff
+MAX_BODIES_ALL_SUBSETS = 12
+_SHIPPED = Path(__file__).resolve().parent / "references" / "fci_h8_mbe.json"
+SHIPPED_METHOD = "FCI/STO-3G"
+
+
+class ReferenceFailed(RuntimeError):
+    """The reference calculator failed on a subcluster (named in the message)."""
+
+
+def shipped_clusters() -> list[ase.Atoms]:
+    """The held-out H8 clusters whose every subcluster has an FCI/STO-3G energy:
+    ``info["density"]`` is ``"low"`` or ``"high"``, ``info["subcluster_energies"]`` maps
+    "i,j,..." (sorted atom indices) to eV."""
+    clusters = []
+    for record in json.loads(_SHIPPED.read_text()):
+        atoms = ase.Atoms(f"H{len(record['positions'])}", positions=record["positions"])
+        atoms.info["density"] = record["density"]
+        atoms.info["subcluster_energies"] = record["energies_eV"]
+        clusters.append(atoms)
+    return clusters
+
+
+def default_cache() -> Path:
+    """Where reference energies are kept: $ASE_BODYORDER_CACHE, else
+    $XDG_CACHE_HOME/ase-bodyorder, else ~/.cache/ase-bodyorder."""
+    if os.environ.get("ASE_BODYORDER_CACHE"):
+        return Path(os.environ["ASE_BODYORDER_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ase-bodyorder"
+
+
+# ----------------------------------------------------------------------------------
+# the expansions
+
+
+def _check_size(atoms: ase.Atoms, cutoff: float | None) -> None:
+    n = len(atoms)
+    if cutoff is None and n > MAX_BODIES_ALL_SUBSETS:
+        raise ValueError(
+            f"a cluster of {n} bodies has {2 ** n - 1} subsets: every-subset expansions stop at "
+            f"{MAX_BODIES_ALL_SUBSETS} bodies; give a cutoff (connected subsets only) or smaller clusters"
+        )
+
+
+def _plan(atoms: ase.Atoms, max_order: int | None, cutoff: float | None):
+    from .mbe import plan_subclusters
+
+    _check_size(atoms, cutoff)
+    n = len(atoms)
+    return plan_subclusters(atoms, n if max_order is None else min(max_order, n), cutoff)
+
+
+def _method_name(calculator) -> str:
+    method = getattr(calculator, "method", None)
+    if isinstance(method, str):
+        return method
+    parameters = json.dumps(getattr(calculator, "parameters", {}), sort_keys=True, default=str)
+    return f"{type(calculator).__module__}.{type(calculator).__qualname__}({parameters})"
+
+
+class _EnergyCache:
+    """Reference energies of isolated clusters, one JSON-lines file per method, keyed by
+    species and positions (to 1e-8 A); appended as they are computed, so an interrupted
+    run keeps what it had."""
+
+    def __init__(self, folder: Path | None, method: str):
+        self.method = method
+        self.energies: dict[str, float] = {}
+        self.file = None
+        if folder is not None:
+            digest = hashlib.sha256(method.encode()).hexdigest()[:16]
+            self.file = Path(folder) / f"reference-{digest}.jsonl"
+            if self.file.exists():
+                for line in self.file.read_text().splitlines():
+                    try:
+                        record = json.loads(line)
+                    except ValueError:  # a line cut short by a crash
+                        continue
+                    self.energies[record["key"]] = record["energy"]
+
+    @staticmethod
+    def key(atoms: ase.Atoms) -> str:
+        rounded = np.round(atoms.positions, 8) + 0.0  # no -0.0
+        text = json.dumps([atoms.numbers.tolist(), rounded.tolist()])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def add(self, key: str, energy: float) -> None:
+        self.energies[key] = energy
+        if self.file is not None:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.file, "a") as out:
+                out.write(json.dumps({"key": key, "energy": energy, "method": self.method}) + "\n")
+
+
+def reference_expansions(
+    clusters: list[ase.Atoms],
+    reference="shipped",
+    *,
+    max_order: int | None = None,
+    cutoff: float | None = None,
+    cache: Path | str | None | bool = True,
+) -> list[np.ndarray]:
+    """dE_1..dE_K (eV) of every cluster with the reference method.
+
+    :param reference: ``"shipped"`` (the FCI subcluster energies that come with
+        :func:`shipped_clusters`), or an ASE calculator evaluated on every subcluster
+    :param max_order: K (default: every order, n bodies)
+    :param cutoff: None: every subset; a distance: the subsets connected within it
+    :param cache: folder for the reference energies (True: :func:`default_cache`;
+        None or False: no cache)
+    """
+    from .mbe import assemble
+
+    if isinstance(reference, str) and reference != "shipped":
+        raise ValueError(f"reference must be 'shipped' or an ASE calculator, got {reference!r}")
+    store = None
+    if not isinstance(reference, str):
+        folder = default_cache() if cache is True else (None if cache in (None, False) else Path(cache))
+        store = _EnergyCache(folder, _method_name(reference))
+    out = []
+    for index, atoms in enumerate(clusters):
+        subclusters = _plan(atoms, max_order, cutoff)
+        energies = []
+        for m, cluster in enumerate(subclusters):
+            members = subclusters.parent[subclusters.ptr[m] : subclusters.ptr[m + 1]]
+            if store is None:
+                table = atoms.info.get("subcluster_energies")
+                name = ",".join(map(str, sorted(members.tolist())))
+                if table is None or name not in table:
+                    raise ValueError(
+                        f"cluster {index} has no shipped reference energy of subcluster {name}: the "
+                        "'shipped' reference only covers shipped_clusters(); give a reference calculator"
+                    )
+                energies.append(float(table[name]))
+                continue
+            key = store.key(cluster)
+            if key not in store.energies:
+                store.add(key, _reference_energy(reference, cluster, index, members, store.method))
+            energies.append(store.energies[key])
+        out.append(assemble(subclusters, energies)["body_order_energies"])
+    return out
+
+
+def _reference_energy(calculator, cluster: ase.Atoms, index: int, members: np.ndarray, method: str) -> float:
+    try:
+        cluster.calc = calculator
+        return float(cluster.get_potential_energy())
+    except Exception as error:
+        raise ReferenceFailed(
+            f"the reference ({method}) failed on subcluster {sorted(members.tolist())} of cluster {index} "
+            f"({cluster.get_chemical_formula()}): {type(error).__name__}: {error}"
+        ) from error
+
+
+def model_expansions(
+    clusters: list[ase.Atoms], model, *, max_order: int | None = None, cutoff: float | None = None
+) -> list[np.ndarray]:
+    """dE_1..dE_K (eV) of every cluster with ``model`` (anything
+    :class:`~ase_bodyorder.BodyOrderCalculator` takes), packed; the same subsets as
+    :func:`reference_expansions` with the same ``max_order`` and ``cutoff``."""
+    from .calculator import BodyOrderCalculator
+
+    calculators: dict[int, BodyOrderCalculator] = {}
+    out = []
+    for atoms in clusters:
+        K = len(atoms) if max_order is None else min(max_order, len(atoms))
+        _check_size(atoms, cutoff)
+        if K not in calculators:
+            calculators[K] = BodyOrderCalculator(model, K, cutoff=cutoff, check_locality=False)
+        result = calculators[K].compute_many([atoms.copy()], forces=False)[0]
+        out.append(np.asarray(result["body_order_energies"]))
+    return out
+
+
+# ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """Mean dE_k per group of clusters (e.g. density), of the reference and of each model.
+
+    ``reference[group]`` and ``models[label][group]`` are per-cluster arrays
+    (clusters x K) of dE_k in meV/atom; ``groups[group]`` counts the clusters.
+    """
+
+    reference_name: str
+    groups: dict[str, int]
+    reference: dict[str, np.ndarray]
+    models: dict[str, dict[str, np.ndarray]]
+    max_order: int
+    cutoff: float | None = None
+    labels: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict]:
+        """One row per group, model and order k >= 2: mean dE_k (meV/atom) beside the
+        reference's, the percentage of it, whether the means' signs agree, and in how
+        many clusters the signs agree."""
+        rows = []
+        for group in self.groups:
+            ref = self.reference[group]
+            for label in self.labels:
+                mine = self.models[label][group]
+                for k in range(2, self.max_order + 1):
+                    r, m = ref[:, k - 1], mine[:, k - 1]
+                    mean_r, mean_m = float(r.mean()), float(m.mean())
+                    rows.append({
+                        "group": group,
+                        "model": label,
+                        "k": k,
+                        "dE_meV_per_atom": mean_m,
+                        "reference_meV_per_atom": mean_r,
+                        "percent_of_reference": 100 * mean_m / mean_r if mean_r else float("nan"),
+                        "sign_agrees": bool(np.sign(mean_m) == np.sign(mean_r)),
+                        "clusters_with_sign_agreeing": int(np.sum(np.sign(m) == np.sign(r))),
+                        "clusters": int(len(r)),
+                    })
+        return rows
+
+    def table(self) -> str:
+        """Text: per group, the reference's row and each model's, dE_2..dE_K in meV/atom
+        with the percentage of the reference; '!' marks a wrong sign."""
+        lines = []
+        width = max([len(self.reference_name)] + [len(label) for label in self.labels]) + 2
+        for group, count in self.groups.items():
+            lines.append(f"{group} ({count} clusters): mean dE_k in meV/atom (% of {self.reference_name}; ! wrong sign)")
+            lines.append(f"{'':<{width}}" + "".join(f"{f'dE_{k}':>18}" for k in range(2, self.max_order + 1)))
+            ref = self.reference[group].mean(axis=0)
+            lines.append(f"{self.reference_name:<{width}}" + "".join(f"{v:>18.1f}" for v in ref[1:]))
+            for label in self.labels:
+                mine = self.models[label][group].mean(axis=0)
+                cells = []
+                for r, m in zip(ref[1:], mine[1:]):
+                    mark = "" if np.sign(m) == np.sign(r) else "!"
+                    cells.append(f"{m:.1f} ({100 * m / r:.0f}%){mark}" if r else f"{m:.1f}")
+                lines.append(f"{label:<{width}}" + "".join(f"{c:>18}" for c in cells))
+            lines.append("")
+        return "\n".join(lines).rstrip() + "\n"
+
+    def csv(self) -> str:
+        rows = self.rows()
+        header = list(rows[0]) if rows else ["group", "model", "k"]
+        text = [",".join(header)]
+        for row in rows:
+            text.append(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()))
+        return "\n".join(text) + "\n"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"reference": self.reference_name, "max_order": self.max_order, "cutoff": self.cutoff,
+             "groups": self.groups, "models": self.labels, "rows": self.rows()},
+            indent=1,
+        )
+
+    def plot(self, path, *, learning: bool = False) -> None:
+        """|mean dE_k| against k on a log scale, a line per model and a panel per group,
+        open markers where the sign is wrong; or, with ``learning``, each order's
+        percentage of the reference against the models in the order given (training
+        stages)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        groups = list(self.groups)
+        fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
+        ks = np.arange(2, self.max_order + 1)
+        for ax, group in zip(axes[0], groups):
+            ref = self.reference[group].mean(axis=0)[1:]
+            if learning:
+                x = np.arange(len(self.labels))
+                for i, k in enumerate(ks):
+                    values = [100 * self.models[label][group].mean(axis=0)[k - 1] / ref[i] for label in self.labels]
+                    ax.plot(x, values, "o-", label=f"dE_{k}")
+                ax.axhline(100, color="k", lw=0.8)
+                ax.set_xticks(x, self.labels, rotation=30, ha="right", fontsize=8)
+                ax.set_ylabel(f"dE_k, % of {self.reference_name}")
+            else:
+                ax.semilogy(ks, np.abs(ref), "k-", lw=2, label=self.reference_name)
+                for label in self.labels:
+                    mine = self.models[label][group].mean(axis=0)[1:]
+                    (line,) = ax.semilogy(ks, np.abs(mine), "-", label=label)
+                    right = np.sign(mine) == np.sign(ref)
+                    ax.plot(ks[right], np.abs(mine[right]), "o", color=line.get_color())
+                    ax.plot(ks[~right], np.abs(mine[~right]), "o", mfc="white", color=line.get_color())
+                ax.set_xlabel("body order k")
+                ax.set_ylabel("|dE_k| (meV/atom)")
+            ax.set_title(f"{group} ({self.groups[group]} clusters)")
+        axes[0][0].legend(fontsize=8)
+        if not learning:
+            fig.text(0.01, 0.01, "open marker: sign opposite to the reference", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=150)
+        plt.close(fig)
+
+
+def compare_expansions(
+    clusters: list[ase.Atoms],
+    models,
+    reference="shipped",
+    *,
+    max_order: int | None = None,
+    cutoff: float | None = None,
+    cache: Path | str | None | bool = True,
+    labels: list[str] | None = None,
+) -> Comparison:
+    """The models' dE_k beside the reference's, grouped by ``info["density"]`` (clusters
+    without it form one group, "all").
+
+    :param models: one model or a list (names, files, ASE calculators: anything
+        :class:`~ase_bodyorder.BodyOrderCalculator` takes), in the order to show them
+        (for training stages: training order)
+    :param reference: ``"shipped"`` or an ASE calculator (:func:`reference_expansions`)
+    :param labels: how to name the models (default: their names or file stems)
+    """
+    if not clusters:
+        raise ValueError("no clusters to compare")
+    if isinstance(models, (str, os.PathLike)) or not isinstance(models, (list, tuple)):
+        models = [models]
+    labels = list(labels) if labels is not None else [_label(m) for m in models]
+    if len(labels) != len(models):
+        raise ValueError(f"{len(labels)} labels for {len(models)} models")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"the models' labels must differ, got {labels}")
+    sizes = {len(atoms) for atoms in clusters}
+    K = min(sizes) if max_order is None else min([max_order, *sizes])
+    groups: dict[str, list[int]] = {}
+    for i, atoms in enumerate(clusters):
+        groups.setdefault(str(atoms.info.get("density", "all")), []).append(i)
+
+    def per_atom_mev(values: list[np.ndarray]) -> list[np.ndarray]:
+        return [1000 * v[:K] / len(atoms) for v, atoms in zip(values, clusters)]
+
+    ref = per_atom_mev(reference_expansions(clusters, reference, max_order=K, cutoff=cutoff, cache=cache))
+    name = SHIPPED_METHOD if isinstance(reference, str) else getattr(reference, "method", type(reference).__name__)
+    result = {label: per_atom_mev(model_expansions(clusters, model, max_order=K, cutoff=cutoff))
+              for label, model in zip(labels, models)}
+    return Comparison(
+        reference_name=name.split(" (")[0],
+        groups={g: len(members) for g, members in groups.items()},
+        reference={g: np.array([ref[i] for i in members]) for g, members in groups.items()},
+        models={label: {g: np.array([values[i] for i in members]) for g, members in groups.items()}
+                for label, values in result.items()},
+        max_order=K,
+        cutoff=cutoff,
+        labels=labels,
+    )
+
+
+def _label(model) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        text = str(model)
+        return Path(text).stem if text.endswith((".pt", ".pth", ".ckpt")) else text
+    return type(model).__name__
