@@ -169,7 +169,11 @@ def write_lammps_table(curve: Curve, path, keyword: str | None = None) -> None:
         "# units metal: r in A, energy in eV, force -d(energy)/dr in eV/A",
         "",
         keyword,
-        f"N {len(curve.distance)} R {curve.distance[0]:.10g} {curve.distance[-1]:.10g}",
+        # "R lo hi" tells LAMMPS the points are evenly spaced (it then ignores the file's
+        # distances): only when they are; otherwise LAMMPS reads each row's own r
+        f"N {len(curve.distance)} R {curve.distance[0]:.10g} {curve.distance[-1]:.10g}"
+        if np.allclose(np.diff(curve.distance), np.diff(curve.distance)[0], rtol=1e-9, atol=0)
+        else f"N {len(curve.distance)}",
         "",
     ]
     for i, (r, e, f) in enumerate(zip(curve.distance, curve.energy, curve.force), start=1):

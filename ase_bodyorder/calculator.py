@@ -55,6 +55,11 @@ def make_backend(
     """
     if isinstance(model, Backend):
         return model
+    if isinstance(model, BodyOrderCalculator):
+        raise TypeError(
+            "a BodyOrderCalculator is not a model: give its model, or pass the calculator itself "
+            "as calculator= (decompose) where that is taken"
+        )
     if isinstance(model, BaseCalculator):
         if variant is not None or extensions_directory is not None or dtype is not None:
             raise ValueError("variant, extensions_directory and dtype apply to models, not ASE calculators")
@@ -240,8 +245,8 @@ class BodyOrderCalculator(Calculator):
         changes."""
         unknown = sorted(set(kwargs) - set(self.default_parameters))
         if unknown:
-            if "model" in unknown or "device" in unknown:
-                raise ValueError("the model and device are fixed: create a new BodyOrderCalculator")
+            if "model" in unknown or "device" in unknown or "client" in unknown:
+                raise ValueError("the model, device and client are fixed: create a new BodyOrderCalculator")
             raise TypeError(
                 f"unknown setting(s) {unknown}; BodyOrderCalculator takes {sorted(self.default_parameters)}"
             )

@@ -49,7 +49,8 @@ def _add_model_options(parser: argparse.ArgumentParser, order_required: bool = T
     parser.add_argument(
         "--model",
         default="default",
-        help="metatomic .pt model file, or a shipped model's name (see 'ase-bodyorder models'); "
+        help="metatomic .pt model file, a shipped model's name (see 'ase-bodyorder models'), or a "
+        "SevenNet model (sevennet-0, ... or a .pth file; the sevennet extra); "
         "default: '%(default)s', the shipped default model",
     )
     parser.add_argument(
@@ -82,6 +83,11 @@ def add_dask_options(parser: argparse.ArgumentParser) -> None:
 def dask_client(args):
     """The ``Client`` that ``--workers``/``--scheduler`` ask for (None without them),
     closed (with its local cluster) on the way out."""
+    if args.threads_per_worker != 1 and args.workers is None:
+        raise CommandError(
+            "--threads-per-worker applies to the local workers of --workers; the workers of a "
+            "--scheduler have their own (dask worker --nthreads)"
+        )
     if args.workers is None and args.scheduler is None:
         yield None
         return
@@ -93,6 +99,13 @@ def dask_client(args):
         raise CommandError(f"--workers must be a positive number of workers, got {args.workers}")
     if args.threads_per_worker < 1:
         raise CommandError(f"--threads-per-worker must be a positive number, got {args.threads_per_worker}")
+    cores = os.cpu_count() or 1
+    if args.workers is not None and args.workers * args.threads_per_worker > cores:
+        print(
+            f"warning: {args.workers} workers x {args.threads_per_worker} threads on {cores} cores: "
+            "they will slow each other down",
+            file=sys.stderr,
+        )
     _require_distributed()  # imported first: it configures its loggers, set below
 
     # Dask logs every worker start and stop at INFO: keep warnings and errors; a lost
@@ -105,7 +118,10 @@ def dask_client(args):
         try:
             client = connect(args.scheduler)
         except (OSError, TimeoutError, ValueError) as error:
-            raise CommandError(str(error)) from None
+            raise CommandError(f"--scheduler {args.scheduler}: {error}") from None
+        if not client.nthreads():
+            print(f"note: the Dask scheduler at {args.scheduler} has no workers yet: waiting for one",
+                  file=sys.stderr)
     try:
         yield client
     finally:
@@ -377,7 +393,8 @@ def _cmd_decompose(args) -> int:
         names += [path] if len(these) == 1 else [f"{path}@{f}" for f in range(len(these))]
         frames += these
     with dask_client(args) as client:
-        calculator = _calculator(args, frames[0] if len(frames) == 1 else None, client)
+        # with --fragments molecules, the molecules of the first frame (as md finds them)
+        calculator = _calculator(args, frames[0], client)
         rows = _DecompositionWriter(args.format, args.max_order, args.full_model, max(map(len, names)))
         results = decompose_frames(
             frames, calculator, full_model=args.full_model, progress=not args.quiet and len(frames) > 1
@@ -531,6 +548,17 @@ def _cmd_curves(args) -> int:
         path = getattr(args, option)
         if path and Path(path).exists() and not args.overwrite:
             raise CommandError(f"'{path}' exists: pass --overwrite to replace it")
+    import ase.data
+
+    unknown = [s for s in args.species if s not in ase.data.atomic_numbers or s == "X"]
+    if unknown:
+        raise CommandError(f"--species takes element symbols (e.g. H, C, Si), got {unknown}")
+    most = {"dimer": 2, "trimer": 3, "both": 3}[args.kind]
+    if len(args.species) > most:
+        raise CommandError(
+            f"--kind {args.kind} takes at most {most} species (the {'pair' if most == 2 else 'triple'}), "
+            f"got {len(args.species)}: {' '.join(args.species)}"
+        )
     pair = args.species[:2] if len(args.species) >= 2 else args.species * 2
     triple = (args.species * 3)[:3] if len(args.species) < 3 else args.species[:3]
     reference = None

@@ -30,7 +30,7 @@ import numpy as np
 
 from .backends.base import Backend, ClusterBatch
 
-__all__ = ["DaskBackend", "DistributedError", "ModelRecipe", "connect", "decompose_frames", "local_client"]
+__all__ = ["DaskBackend", "DistributedError", "ModelRecipe", "check_client", "connect", "decompose_frames", "local_client"]
 
 #: chunks per worker thread in a step: more than one evens out chunks of unequal cost
 TASKS_PER_THREAD = 2
@@ -166,13 +166,15 @@ def evaluate_chunk(model, chunk: ClusterBatch, forces: bool):
 
 
 def _gather(client, futures: list, what: str, chunk_atoms: int | None = None):
-    """The futures' results in order, with the cluster's failures explained."""
+    """The futures' results in order, with the cluster's failures explained. An
+    exception raised by a task itself (a missing model file on a worker, say) comes
+    through as it is."""
     distributed = _require_distributed()
     try:
         return client.gather(futures)
     except (distributed.client.FutureCancelledError, distributed.comm.CommClosedError, OSError) as error:
-        if client.status == "running" and not isinstance(error, OSError):
-            raise
+        if client.status == "running" and not isinstance(error, distributed.comm.CommClosedError):
+            raise  # the task's own error (OSError: FileNotFoundError, PermissionError, ...)
         raise DistributedError(
             f"lost the Dask scheduler at {client.scheduler.address} while {what} "
             f"({type(error).__name__}); start the scheduler again and rerun"
@@ -188,6 +190,25 @@ def _gather(client, futures: list, what: str, chunk_atoms: int | None = None):
         ) from error
     except MemoryError as error:
         raise DistributedError(str(error)) from None
+
+
+def check_client(client):
+    """``client`` as a running ``dask.distributed.Client``: an address string is
+    connected to; anything else is refused with what to pass instead."""
+    distributed = _require_distributed()
+    if isinstance(client, str):
+        return connect(client)
+    if isinstance(client, distributed.deploy.Cluster):
+        raise TypeError(
+            f"client= takes a dask.distributed.Client, got a {type(client).__name__}: pass Client(cluster)"
+        )
+    if not isinstance(client, distributed.Client):
+        raise TypeError(
+            f"client= takes a dask.distributed.Client (or a scheduler address), got {type(client).__name__}"
+        )
+    if client.status != "running":
+        raise ValueError(f"this Dask client is {client.status}, not running: make a new one")
+    return client
 
 
 def _worker_threads(client) -> int:
@@ -209,9 +230,11 @@ def _model_for_workers(client, model, backend: Backend, settings: dict):
         try:
             return client.scatter(backend, broadcast=True, hash=False)
         except Exception as error:
+            what = "ASE calculator" if isinstance(model, BaseCalculator) else "backend"
             raise ValueError(
-                f"cannot send this {type(model).__name__} to the Dask workers ({type(error).__name__}: "
-                f"{error}); give the model as a file path or a name, which each worker loads itself"
+                f"cannot send this {type(model).__name__} ({what}) to the Dask workers: it does not pickle "
+                f"({type(error).__name__}: {error}); make it picklable, or use a model file or name, "
+                "which each worker loads itself"
             ) from None
     raise ValueError(
         f"a {type(model).__name__} cannot be sent to Dask workers: give the model as a file path "
@@ -237,7 +260,7 @@ class DaskBackend(Backend):
     @classmethod
     def from_model(cls, client, model, local: Backend, **settings) -> "DaskBackend":
         """Wrap ``local`` (the client's copy of ``model``) for ``client``'s workers."""
-        _require_distributed()
+        client = check_client(client)
         return cls(local, client, _model_for_workers(client, model, local, settings))
 
     def check_species(self, numbers: np.ndarray) -> None:
@@ -307,7 +330,7 @@ def decompose_frames(
 
     from .decomposition import decompose
 
-    client = client if client is not None else calculator.client
+    client = calculator.client if client is None else check_client(client)
     bar = tqdm(total=len(frames), unit="frame", disable=not progress, file=sys.stderr)
     try:
         if client is None:
@@ -364,13 +387,30 @@ def _frozen(value):
 
 def connect(address: str, timeout: float = 10.0):
     """A ``dask.distributed.Client`` joined to the running scheduler at ``address``."""
+    import threading
+
     distributed = _require_distributed()
-    try:
-        return distributed.Client(address, timeout=timeout)
-    except (OSError, TimeoutError) as error:
-        raise OSError(
-            f"cannot reach a Dask scheduler at {address} within {timeout:g} s ({type(error).__name__}: {error})"
-        ) from None
+    outcome: dict = {}
+
+    def attempt():
+        try:
+            outcome["client"] = distributed.Client(address, timeout=timeout)
+        except BaseException as error:  # reported below
+            outcome["error"] = error
+
+    # Client() can hang past its timeout on a port where something else answers (the
+    # dashboard's 8787): wait in a thread, with a bound of our own
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(timeout + 5)
+    if "client" in outcome:
+        return outcome["client"]
+    error = outcome.get("error")
+    if error is None:
+        reason = "no answer: is it a Dask scheduler's address? (the dashboard's port, 8787, is not)"
+    else:
+        reason = f"{type(error).__name__}: {error}"
+    raise OSError(f"cannot reach a Dask scheduler at {address} within {timeout:g} s ({reason})")
 
 
 def local_client(workers: int, threads_per_worker: int = 1, **cluster_options):

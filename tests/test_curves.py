@@ -78,3 +78,27 @@ def test_reference_errors(tmp_path):
         reference_curve(str(path), ("C", "C"))
     with pytest.raises(FileNotFoundError, match="neither a shipped reference"):
         reference_curve("nowhere.json", ("H", "H"))
+
+
+def test_an_uneven_grid_is_written_without_lammps_r_keyword(pair_potential, tmp_path):
+    """'R lo hi' makes LAMMPS space the points evenly and ignore the file's distances:
+    written only for even grids (a reference curve's grid is not)."""
+    even = dimer_curve(pair_potential, ("C", "H"), np.linspace(1.0, 3.0, 5))
+    uneven = dimer_curve(pair_potential, ("C", "H"), np.array([1.0, 1.1, 1.3, 2.0, 3.0]))
+    write_lammps_table(even, tmp_path / "even.table")
+    write_lammps_table(uneven, tmp_path / "uneven.table")
+    assert "N 5 R 1 3" in (tmp_path / "even.table").read_text()
+    text = (tmp_path / "uneven.table").read_text()
+    assert "\nN 5\n" in text and " R " not in text
+    assert np.allclose(read_lammps_table(tmp_path / "uneven.table").distance, uneven.distance)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--species", "Xx"], "--species takes element symbols (e.g. H, C, Si), got ['Xx']"),
+    (["--species", "si"], "got ['si']"),
+    (["--species", "H", "H", "H", "--kind", "dimer"], "--kind dimer takes at most 2 species (the pair), got 3"),
+])
+def test_curves_species_are_checked_before_any_model_loads(arguments, message, capsys):
+    assert main(["curves", *arguments]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -131,6 +131,48 @@ def test_frames_on_workers_come_back_in_order(client):
         assert np.array_equal(a.counts, b.counts)
 
 
+def test_a_task_error_on_a_worker_comes_through_as_itself(client, tmp_path):
+    """A model file the workers cannot read is the task's error, not a lost scheduler."""
+    import shutil
+
+    from ase_bodyorder.models import default_model
+
+    model = tmp_path / "copy.pt"
+    shutil.copy(default_model(), model)
+    calc = BodyOrderCalculator(model, 2, client=client)
+    model.unlink()  # gone before any worker loads it
+    with pytest.raises(FileNotFoundError, match="copy.pt"):
+        calc.compute_many([h_cluster(6, 12, box=4.0)])
+
+
+def test_client_must_be_a_running_client(client):
+    with pytest.raises(TypeError, match="client= takes a dask.distributed.Client .*got int"):
+        BodyOrderCalculator("default", 2, client=42)
+    with pytest.raises(ValueError, match="the model, device and client are fixed"):
+        BodyOrderCalculator("default", 2).set(client=client)
+    with pytest.raises(TypeError, match="not a model: .*calculator="):
+        BodyOrderCalculator(BodyOrderCalculator("default", 2), 2)
+
+
+def test_a_port_that_is_not_a_scheduler_is_refused_in_bounded_time():
+    """Something listens but never speaks Dask (as the dashboard's port): no hang."""
+    import socket
+
+    from ase_bodyorder.distributed import connect
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    start = time.time()
+    try:
+        with pytest.raises(OSError, match=f"cannot reach a Dask scheduler at tcp://127.0.0.1:{port}"):
+            connect(f"tcp://127.0.0.1:{port}", timeout=2)
+    finally:
+        server.close()
+    assert time.time() - start < 30
+
+
 # ----------------------------------------------------------------------------------
 # the command line
 
@@ -174,6 +216,22 @@ def test_dask_options_are_checked(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["decompose", str(h2), "-K", "2", "--scheduler", "tcp://127.0.0.1:9", "--workers", "2"])
     assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["decompose", str(h2), "-K", "2", "--threads-per-worker", "2"]) == 2
+    assert "--threads-per-worker applies to the local workers of --workers" in capsys.readouterr().err
+
+
+def test_decompose_a_trajectory_with_molecules_as_bodies(tmp_path, capsys):
+    """--fragments molecules on many frames: the molecules of the first frame."""
+    frames = []
+    for shift in (0.0, 0.05, 0.1):
+        atoms = ase.Atoms("H4", positions=[[0, 0, 0], [0, 0, 0.74], [3, 0, 0], [3, 0, 0.74 + shift]])
+        frames.append(atoms)
+    path = tmp_path / "h2h2.extxyz"
+    ase.io.write(path, frames)
+    assert main(["decompose", str(path), "-K", "2", "--fragments", "molecules", "--format", "csv", "--quiet",
+                 "--workers", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[1].split(",")[-2:] == ["2", "1"]  # 2 bodies, 1 pair
 
 
 def test_ipi_driver_with_workers_gives_the_serial_dynamics(tmp_path, exported_models):
