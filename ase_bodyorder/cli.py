@@ -65,6 +65,11 @@ def _add_model_options(parser: argparse.ArgumentParser, order_required: bool = T
         "atom-index lists (default: every atom is a body)",
     )
     parser.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
+    parser.add_argument(
+        "--dtype", choices=["float32", "float64"], default=None,
+        help="precision of a SevenNet model (default float64; float32 is faster, docs/sevennet.md); "
+        "a metatomic model's is fixed at export",
+    )
 
 
 def add_dask_options(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +169,7 @@ def _calculator(args, atoms=None, client=None):
         cutoff=MODEL_CUTOFF if args.cutoff is None else args.cutoff,
         fragments=fragments,
         device=args.device,
+        dtype=args.dtype,
         client=client,
     )
 
