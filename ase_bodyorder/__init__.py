@@ -26,6 +26,8 @@ _LAZY = {
     "plan_subclusters": ".mbe",
     "evaluate_subclusters": ".mbe",
     "assemble": ".mbe",
+    "compare_expansions": ".compare",
+    "shipped_clusters": ".compare",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -36,6 +38,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
     from .decomposition import Decomposition, decompose
     from .h5md import read_log
     from .models import default_model, list_models
+    from .compare import compare_expansions, shipped_clusters
 
 
 def __getattr__(name: str):

@@ -461,23 +461,45 @@ class _DecompositionWriter:
 
 
 def _reference_calculator(text: str):
-    """--reference: 'fci', or MODULE:NAME of an ASE calculator class or factory."""
+    """--reference: 'fci', or MODULE:NAME / FILE.py:NAME of an ASE calculator class or
+    factory, called without arguments."""
+    from ase.calculators.calculator import BaseCalculator
+
     if text == "fci":
         from .fci import FCICalculator
 
         return FCICalculator()
-    module, _, name = text.partition(":")
+    module, _, name = text.rpartition(":")
     if not module or not name:
         raise CommandError(
-            f"--reference must be 'shipped', 'fci' or MODULE:NAME of an ASE calculator, got '{text}'"
+            f"--reference must be 'shipped', 'fci', MODULE:NAME or FILE.py:NAME of an ASE calculator, got '{text}'"
         )
     import importlib
+    import importlib.util
 
     try:
-        factory = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as error:
-        raise CommandError(f"--reference {text}: cannot import {name} from {module} ({error})") from None
-    return factory()
+        if module.endswith(".py"):
+            if not Path(module).is_file():
+                raise ImportError(f"file '{module}' does not exist")
+            spec = importlib.util.spec_from_file_location(Path(module).stem, module)
+            loaded = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(loaded)
+        else:
+            loaded = importlib.import_module(module)
+        factory = getattr(loaded, name)
+    except (ImportError, AttributeError, SyntaxError) as error:
+        hint = "" if module.endswith(".py") else " (a module of your own: give FILE.py:NAME, or put its folder on PYTHONPATH)"
+        raise CommandError(f"--reference {text}: cannot import {name} from {module} ({error}){hint}") from None
+    try:
+        calculator = factory()
+    except Exception as error:
+        raise CommandError(
+            f"--reference {text}: calling {name}() without arguments failed ({type(error).__name__}: {error}); "
+            "give a class or function that makes the calculator without arguments"
+        ) from None
+    if not isinstance(calculator, BaseCalculator):
+        raise CommandError(f"--reference {text}: {name}() gave a {type(calculator).__name__}, not an ASE calculator")
+    return calculator
 
 
 def _cmd_compare(args) -> int:
@@ -501,10 +523,25 @@ def _cmd_compare(args) -> int:
     models = args.model or list_models()
     for model in models:
         _check_model(model)
+    if args.label and len(args.label) != len(models):
+        raise CommandError(f"{len(args.label)} --label for {len(models)} models: give one per --model")
+    if args.learning and not args.output:
+        raise CommandError("--learning draws the figure: give -o FILE.png")
+    if args.max_order is not None and args.max_order < 2:
+        raise CommandError(f"compare shows the orders k >= 2: -K must be at least 2, got {args.max_order}")
+    if args.cutoff is not None and not args.cutoff > 0:
+        raise CommandError(f"--cutoff must be a positive distance in A, got {args.cutoff}")
+    if args.cutoff is None and any(atoms.pbc.any() for atoms in clusters):
+        raise CommandError("periodic structures need --cutoff (every subset is defined for finite clusters only)")
+    counts: dict = {}
     result = compare_expansions(
         clusters, models, reference, max_order=args.max_order, cutoff=args.cutoff,
-        cache=None if args.no_cache else (args.cache or True),
+        cache=None if args.no_cache else (args.cache or True), labels=args.label, counts=counts,
     )
+    if counts.get("cache_file") is not None or counts.get("computed"):
+        where = f" (cache: {counts['cache_file']})" if counts.get("cache_file") else " (no cache)"
+        print(f"reference energies: {counts['computed']} computed, {counts['cached']} from the cache{where}",
+              file=sys.stderr)
     text = {"table": result.table, "csv": result.csv, "json": result.to_json}[args.format]()
     print(text.rstrip("\n"))
     if args.output:
@@ -763,8 +800,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--reference", default=None,
         help="'shipped' (the shipped FCI subcluster energies; default without structures), 'fci' "
-        "(PySCF FCI/STO-3G, hydrogen; default with structures) or MODULE:NAME, an ASE calculator "
-        "class or factory called without arguments",
+        "(PySCF FCI/STO-3G, hydrogen; default with structures), or MODULE:NAME or FILE.py:NAME of an "
+        "ASE calculator class or factory, called without arguments",
     )
     cmp.add_argument("--max-order", "-K", type=_positive_order, default=None, metavar="K",
                      help="highest body order (default: every order)")
@@ -775,9 +812,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--learning", action="store_true",
                      help="the models are stages of one training, in order: the figure shows each "
                      "order's percentage of the reference against the stage")
-    cmp.add_argument("--cache", default=None, help="folder of cached reference energies "
-                     "(default: $ASE_BODYORDER_CACHE or ~/.cache/ase-bodyorder)")
-    cmp.add_argument("--no-cache", action="store_true", help="compute every reference energy anew, keep none")
+    cmp.add_argument("--label", action="append", default=None,
+                     help="name of each --model in the output (repeat, in order; default: names or file stems)")
+    caching = cmp.add_mutually_exclusive_group()
+    caching.add_argument("--cache", default=None, help="folder of cached reference energies (default: "
+                         "$ASE_BODYORDER_CACHE, else $XDG_CACHE_HOME/ase-bodyorder or ~/.cache/ase-bodyorder); "
+                         "keyed by method and geometry: clear it when a reference calculator's code changes")
+    caching.add_argument("--no-cache", action="store_true", help="compute every reference energy anew, keep none")
     cmp.add_argument("--overwrite", action="store_true", help="replace an existing figure")
     cmp.set_defaults(run=_cmd_compare)
 

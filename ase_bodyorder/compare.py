@@ -48,12 +48,14 @@ class ReferenceFailed(RuntimeError):
 def shipped_clusters() -> list[ase.Atoms]:
     """The held-out H8 clusters whose every subcluster has an FCI/STO-3G energy:
     ``info["density"]`` is ``"low"`` or ``"high"``, ``info["subcluster_energies"]`` maps
-    "i,j,..." (sorted atom indices) to eV."""
+    "i,j,..." (sorted atom indices) to eV, for the geometry in
+    ``info["subcluster_energies_positions"]`` (a moved or sliced cluster is refused)."""
     clusters = []
     for record in json.loads(_SHIPPED.read_text()):
         atoms = ase.Atoms(f"H{len(record['positions'])}", positions=record["positions"])
         atoms.info["density"] = record["density"]
         atoms.info["subcluster_energies"] = record["energies_eV"]
+        atoms.info["subcluster_energies_positions"] = np.array(record["positions"])
         clusters.append(atoms)
     return clusters
 
@@ -71,19 +73,28 @@ def default_cache() -> Path:
 # the expansions
 
 
-def _check_size(atoms: ase.Atoms, cutoff: float | None) -> None:
+#: most subsets expanded without a cutoff (every subset of 12 bodies)
+MAX_SUBSETS = 2**MAX_BODIES_ALL_SUBSETS - 1
+
+
+def _check_size(atoms: ase.Atoms, cutoff: float | None, max_order: int | None = None) -> None:
+    from math import comb
+
     n = len(atoms)
-    if cutoff is None and n > MAX_BODIES_ALL_SUBSETS:
+    K = n if max_order is None else min(max_order, n)
+    subsets = sum(comb(n, k) for k in range(1, K + 1))
+    if cutoff is None and subsets > MAX_SUBSETS:
         raise ValueError(
-            f"a cluster of {n} bodies has {2 ** n - 1} subsets: every-subset expansions stop at "
-            f"{MAX_BODIES_ALL_SUBSETS} bodies; give a cutoff (connected subsets only) or smaller clusters"
+            f"a cluster of {n} bodies has {subsets} subsets of at most {K} bodies: every-subset expansions "
+            f"stop at {MAX_SUBSETS} (all subsets of {MAX_BODIES_ALL_SUBSETS} bodies); give a cutoff "
+            "(connected subsets only), a lower order or smaller clusters"
         )
 
 
 def _plan(atoms: ase.Atoms, max_order: int | None, cutoff: float | None):
     from .mbe import plan_subclusters
 
-    _check_size(atoms, cutoff)
+    _check_size(atoms, cutoff, max_order)
     n = len(atoms)
     return plan_subclusters(atoms, n if max_order is None else min(max_order, n), cutoff)
 
@@ -137,6 +148,7 @@ def reference_expansions(
     max_order: int | None = None,
     cutoff: float | None = None,
     cache: Path | str | None | bool = True,
+    counts: dict | None = None,
 ) -> list[np.ndarray]:
     """dE_1..dE_K (eV) of every cluster with the reference method.
 
@@ -145,17 +157,30 @@ def reference_expansions(
     :param max_order: K (default: every order, n bodies)
     :param cutoff: None: every subset; a distance: the subsets connected within it
     :param cache: folder for the reference energies (True: :func:`default_cache`;
-        None or False: no cache)
+        None or False: no cache). Entries are keyed by the calculator's ``method``
+        attribute (else its class and parameters) and the geometry: a calculator whose
+        code changed keeps its old entries; clear the folder then.
+    :param counts: if given, filled with how many energies were ``computed`` and taken
+        from the ``cached`` file (``cache_file``)
     """
     from .mbe import assemble
 
+    if isinstance(reference, str) and reference == "fci":
+        from .fci import FCICalculator
+
+        reference = FCICalculator()
     if isinstance(reference, str) and reference != "shipped":
-        raise ValueError(f"reference must be 'shipped' or an ASE calculator, got {reference!r}")
+        raise ValueError(f"reference must be 'shipped', 'fci' or an ASE calculator, got {reference!r}")
+    from ase.calculators.calculator import BaseCalculator
+
+    if not isinstance(reference, (str, BaseCalculator)):
+        raise ValueError(f"reference must be 'shipped', 'fci' or an ASE calculator, got a {type(reference).__name__}")
     store = None
     if not isinstance(reference, str):
         folder = default_cache() if cache is True else (None if cache in (None, False) else Path(cache))
         store = _EnergyCache(folder, _method_name(reference))
     out = []
+    computed = cached = 0
     for index, atoms in enumerate(clusters):
         subclusters = _plan(atoms, max_order, cutoff)
         energies = []
@@ -163,6 +188,13 @@ def reference_expansions(
             members = subclusters.parent[subclusters.ptr[m] : subclusters.ptr[m + 1]]
             if store is None:
                 table = atoms.info.get("subcluster_energies")
+                where = atoms.info.get("subcluster_energies_positions")
+                if table is not None and (where is None or np.shape(where) != atoms.positions.shape
+                                          or np.abs(np.asarray(where) - atoms.positions).max() > 1e-8):
+                    raise ValueError(
+                        f"cluster {index} is not the geometry its shipped FCI energies belong to (moved, "
+                        "sliced or rebuilt): give a reference calculator (e.g. FCICalculator)"
+                    )
                 name = ",".join(map(str, sorted(members.tolist())))
                 if table is None or name not in table:
                     raise ValueError(
@@ -172,10 +204,15 @@ def reference_expansions(
                 energies.append(float(table[name]))
                 continue
             key = store.key(cluster)
-            if key not in store.energies:
+            if key in store.energies:
+                cached += 1
+            else:
                 store.add(key, _reference_energy(reference, cluster, index, members, store.method))
+                computed += 1
             energies.append(store.energies[key])
         out.append(assemble(subclusters, energies)["body_order_energies"])
+    if counts is not None:
+        counts.update(computed=computed, cached=cached, cache_file=None if store is None else store.file)
     return out
 
 
@@ -202,7 +239,7 @@ def model_expansions(
     out = []
     for atoms in clusters:
         K = len(atoms) if max_order is None else min(max_order, len(atoms))
-        _check_size(atoms, cutoff)
+        _check_size(atoms, cutoff, K)
         if K not in calculators:
             calculators[K] = BodyOrderCalculator(model, K, cutoff=cutoff, check_locality=False)
         result = calculators[K].compute_many([atoms.copy()], forces=False)[0]
@@ -211,6 +248,21 @@ def model_expansions(
 
 
 # ----------------------------------------------------------------------------------
+
+
+#: |dE_k| below this (meV/atom) counts as zero: signs and percentages of round-off mean nothing
+NEGLIGIBLE = 1e-6
+
+
+def _sign(values):
+    values = np.asarray(values, dtype=float)
+    return np.where(np.abs(values) < NEGLIGIBLE, 0.0, np.sign(values))
+
+
+def _percent(value: float, reference: float) -> float | None:
+    if not np.isfinite(reference) or abs(reference) < NEGLIGIBLE:
+        return None
+    return 100 * float(value) / float(reference)
 
 
 @dataclass
@@ -232,7 +284,8 @@ class Comparison:
     def rows(self) -> list[dict]:
         """One row per group, model and order k >= 2: mean dE_k (meV/atom) beside the
         reference's, the percentage of it, whether the means' signs agree, and in how
-        many clusters the signs agree."""
+        many clusters the signs agree. Values below ``NEGLIGIBLE`` meV/atom count as zero:
+        their sign is round-off, and no percentage of a zero reference is given (None)."""
         rows = []
         for group in self.groups:
             ref = self.reference[group]
@@ -247,9 +300,9 @@ class Comparison:
                         "k": k,
                         "dE_meV_per_atom": mean_m,
                         "reference_meV_per_atom": mean_r,
-                        "percent_of_reference": 100 * mean_m / mean_r if mean_r else float("nan"),
-                        "sign_agrees": bool(np.sign(mean_m) == np.sign(mean_r)),
-                        "clusters_with_sign_agreeing": int(np.sum(np.sign(m) == np.sign(r))),
+                        "percent_of_reference": _percent(mean_m, mean_r),
+                        "sign_agrees": bool(_sign(mean_m) == _sign(mean_r)),
+                        "clusters_with_sign_agreeing": int(np.sum(_sign(m) == _sign(r))),
                         "clusters": int(len(r)),
                     })
         return rows
@@ -259,18 +312,27 @@ class Comparison:
         with the percentage of the reference; '!' marks a wrong sign."""
         lines = []
         width = max([len(self.reference_name)] + [len(label) for label in self.labels]) + 2
+        where = "every subset" if self.cutoff is None else f"subsets connected within {self.cutoff:g} A"
         for group, count in self.groups.items():
-            lines.append(f"{group} ({count} clusters): mean dE_k in meV/atom (% of {self.reference_name}; ! wrong sign)")
-            lines.append(f"{'':<{width}}" + "".join(f"{f'dE_{k}':>18}" for k in range(2, self.max_order + 1)))
+            lines.append(
+                f"{group} ({count} cluster{'s' if count != 1 else ''}; {where}): mean dE_k in meV/atom "
+                f"(% of {self.reference_name}; ! wrong sign)"
+            )
+            lines.append(f"{'':<{width}}" + "".join(f"{f'dE_{k}':>19}" for k in range(2, self.max_order + 1)))
             ref = self.reference[group].mean(axis=0)
-            lines.append(f"{self.reference_name:<{width}}" + "".join(f"{v:>18.1f}" for v in ref[1:]))
+            lines.append(f"{self.reference_name:<{width}}" + "".join(f"{v:>19.1f}" for v in ref[1:]))
             for label in self.labels:
                 mine = self.models[label][group].mean(axis=0)
                 cells = []
                 for r, m in zip(ref[1:], mine[1:]):
-                    mark = "" if np.sign(m) == np.sign(r) else "!"
-                    cells.append(f"{m:.1f} ({100 * m / r:.0f}%){mark}" if r else f"{m:.1f}")
-                lines.append(f"{label:<{width}}" + "".join(f"{c:>18}" for c in cells))
+                    mark = "" if _sign(m) == _sign(r) else "!"
+                    percent = _percent(m, r)
+                    if percent is None:
+                        cells.append(f"{m:.1f}{mark}")
+                    else:
+                        shown = f"{percent:.0f}%" if abs(percent) < 1000 else (">999%" if percent > 0 else "<-999%")
+                        cells.append(f"{m:.1f} ({shown}){mark}")
+                lines.append(f"{label:<{width}}" + "".join(f"{c:>19}" for c in cells))
             lines.append("")
         return "\n".join(lines).rstrip() + "\n"
 
@@ -279,7 +341,8 @@ class Comparison:
         header = list(rows[0]) if rows else ["group", "model", "k"]
         text = [",".join(header)]
         for row in rows:
-            text.append(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()))
+            text.append(",".join(
+                "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v)) for v in row.values()))
         return "\n".join(text) + "\n"
 
     def to_json(self) -> str:
@@ -304,10 +367,13 @@ class Comparison:
         ks = np.arange(2, self.max_order + 1)
         for ax, group in zip(axes[0], groups):
             ref = self.reference[group].mean(axis=0)[1:]
+            ref = np.where(np.abs(ref) < NEGLIGIBLE, np.nan, ref)  # zero: not drawn on a log axis
             if learning:
                 x = np.arange(len(self.labels))
                 for i, k in enumerate(ks):
-                    values = [100 * self.models[label][group].mean(axis=0)[k - 1] / ref[i] for label in self.labels]
+                    values = [_percent(self.models[label][group].mean(axis=0)[k - 1], ref[i]) for label in self.labels]
+                    if any(v is None for v in values):
+                        continue  # a reference of zero: no percentage
                     ax.plot(x, values, "o-", label=f"dE_{k}")
                 ax.axhline(100, color="k", lw=0.8)
                 ax.set_xticks(x, self.labels, rotation=30, ha="right", fontsize=8)
@@ -316,10 +382,12 @@ class Comparison:
                 ax.semilogy(ks, np.abs(ref), "k-", lw=2, label=self.reference_name)
                 for label in self.labels:
                     mine = self.models[label][group].mean(axis=0)[1:]
+                    mine = np.where(np.abs(mine) < NEGLIGIBLE, np.nan, mine)
                     (line,) = ax.semilogy(ks, np.abs(mine), "-", label=label)
-                    right = np.sign(mine) == np.sign(ref)
+                    right = _sign(mine) == _sign(ref)
                     ax.plot(ks[right], np.abs(mine[right]), "o", color=line.get_color())
                     ax.plot(ks[~right], np.abs(mine[~right]), "o", mfc="white", color=line.get_color())
+                ax.set_xticks(ks)
                 ax.set_xlabel("body order k")
                 ax.set_ylabel("|dE_k| (meV/atom)")
             ax.set_title(f"{group} ({self.groups[group]} clusters)")
@@ -340,38 +408,61 @@ def compare_expansions(
     cutoff: float | None = None,
     cache: Path | str | None | bool = True,
     labels: list[str] | None = None,
+    counts: dict | None = None,
 ) -> Comparison:
     """The models' dE_k beside the reference's, grouped by ``info["density"]`` (clusters
-    without it form one group, "all").
+    without it form the group "ungrouped").
 
     :param models: one model or a list (names, files, ASE calculators: anything
         :class:`~ase_bodyorder.BodyOrderCalculator` takes), in the order to show them
         (for training stages: training order)
-    :param reference: ``"shipped"`` or an ASE calculator (:func:`reference_expansions`)
+    :param reference: ``"shipped"`` (the FCI energies of :func:`shipped_clusters`),
+        ``"fci"`` (:class:`~ase_bodyorder.fci.FCICalculator`) or an ASE calculator
+    :param max_order: K >= 2; clusters of different sizes need one, at most the
+        smallest size (means over clusters are per order)
     :param labels: how to name the models (default: their names or file stems)
+    :param counts: filled as in :func:`reference_expansions`
     """
     if not clusters:
         raise ValueError("no clusters to compare")
     if isinstance(models, (str, os.PathLike)) or not isinstance(models, (list, tuple)):
         models = [models]
-    labels = list(labels) if labels is not None else [_label(m) for m in models]
+    labels = list(labels) if labels is not None else _labels(models)
     if len(labels) != len(models):
         raise ValueError(f"{len(labels)} labels for {len(models)} models")
     if len(set(labels)) != len(labels):
         raise ValueError(f"the models' labels must differ, got {labels}")
-    sizes = {len(atoms) for atoms in clusters}
-    K = min(sizes) if max_order is None else min([max_order, *sizes])
+    sizes = sorted({len(atoms) for atoms in clusters})
+    if max_order is not None and max_order < 2:
+        raise ValueError(f"the comparison shows orders k >= 2: max_order must be at least 2, got {max_order}")
+    if max_order is None and len(sizes) > 1:
+        raise ValueError(
+            f"the clusters have {sizes[0]} to {sizes[-1]} bodies: give max_order (at most {sizes[0]}), "
+            "so that every order is averaged over every cluster"
+        )
+    K = sizes[0] if max_order is None else max_order
+    if K > sizes[0]:
+        raise ValueError(f"max_order {K} is more than the smallest cluster's {sizes[0]} bodies")
+    if K < 2:
+        raise ValueError(f"clusters of {sizes[0]} body have no order k >= 2 to compare")
     groups: dict[str, list[int]] = {}
     for i, atoms in enumerate(clusters):
-        groups.setdefault(str(atoms.info.get("density", "all")), []).append(i)
+        groups.setdefault(str(atoms.info.get("density", "ungrouped")), []).append(i)
 
     def per_atom_mev(values: list[np.ndarray]) -> list[np.ndarray]:
         return [1000 * v[:K] / len(atoms) for v, atoms in zip(values, clusters)]
 
-    ref = per_atom_mev(reference_expansions(clusters, reference, max_order=K, cutoff=cutoff, cache=cache))
-    name = SHIPPED_METHOD if isinstance(reference, str) else getattr(reference, "method", type(reference).__name__)
+    # the models first: they are fast, and a model that does not fit the clusters (its
+    # species) is refused before a slow reference has run
     result = {label: per_atom_mev(model_expansions(clusters, model, max_order=K, cutoff=cutoff))
               for label, model in zip(labels, models)}
+    if isinstance(reference, str) and reference == "fci":
+        from .fci import FCICalculator
+
+        reference = FCICalculator()
+    ref = per_atom_mev(reference_expansions(clusters, reference, max_order=K, cutoff=cutoff, cache=cache,
+                                            counts=counts))
+    name = SHIPPED_METHOD if isinstance(reference, str) else getattr(reference, "method", type(reference).__name__)
     return Comparison(
         reference_name=name.split(" (")[0],
         groups={g: len(members) for g, members in groups.items()},
@@ -384,8 +475,22 @@ def compare_expansions(
     )
 
 
+def _labels(models: list) -> list[str]:
+    """Names or file stems; where two files share a stem (runs/a/model.pt and
+    runs/b/model.pt), their folder too."""
+    labels = [_label(m) for m in models]
+    for i, model in enumerate(models):
+        if labels.count(labels[i]) > 1 and isinstance(model, (str, os.PathLike)) and Path(model).parent.name:
+            labels[i] = f"{Path(model).parent.name}/{labels[i]}"
+    return labels
+
+
 def _label(model) -> str:
     if isinstance(model, (str, os.PathLike)):
         text = str(model)
+        if text == "default":
+            from .models import DEFAULT_MODEL
+
+            return DEFAULT_MODEL
         return Path(text).stem if text.endswith((".pt", ".pth", ".ckpt")) else text
     return type(model).__name__

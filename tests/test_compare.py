@@ -83,14 +83,17 @@ def test_the_comparison_table(tmp_path, exported_models):
                                 labels=["model", "lj"], max_order=4)
     assert result.groups == {"low": 1, "high": 2}
     rows = {(r["group"], r["model"], r["k"]): r for r in result.rows()}
-    lj = rows[("high", "lj", 3)]
+    lj = rows[("high", "lj", 2)]
     assert lj["percent_of_reference"] == pytest.approx(100) and lj["sign_agrees"]
     assert lj["clusters_with_sign_agreeing"] == 2
     # the numbers are the mean per-atom dE_k of the group's clusters
-    definition = np.mean([_definition(_lj(), a)[2] / len(a) for a in clusters[1:]]) * 1000
+    definition = np.mean([_definition(_lj(), a)[1] / len(a) for a in clusters[1:]]) * 1000
     assert lj["reference_meV_per_atom"] == pytest.approx(definition, abs=1e-9)
+    # a pair potential has no three-body term: dE_3 is round-off, with no percentage
+    three = rows[("high", "lj", 3)]
+    assert abs(three["reference_meV_per_atom"]) < 1e-6 and three["percent_of_reference"] is None
     text = result.table()
-    assert "high (2 clusters)" in text and "dE_4" in text and "(100%)" in text
+    assert "high (2 clusters; every subset)" in text and "dE_4" in text and "(100%)" in text
     assert json.loads(result.to_json())["rows"][0]["group"] == "low"
     result.plot(tmp_path / "orders.png")
     result.plot(tmp_path / "learning.png", learning=True)
@@ -151,10 +154,41 @@ def test_a_failing_reference_is_named_with_its_subcluster(tmp_path):
 
 def test_too_many_bodies_for_every_subset_are_refused(tmp_path):
     big = random_cluster(13, 0.05, 4, species=[1])
-    with pytest.raises(ValueError, match="13 bodies has 8191 subsets"):
+    with pytest.raises(ValueError, match="13 bodies has 8191 subsets of at most 13 bodies"):
         reference_expansions([big], _lj(), cache=tmp_path)
     with pytest.raises(ValueError, match="13 bodies has 8191 subsets"):
         model_expansions([big], _lj())
+    # a low order needs few subsets: allowed
+    assert len(reference_expansions([big], _lj(), max_order=2, cache=tmp_path)[0]) == 2
+
+
+def test_mixed_sizes_need_an_order_and_orders_start_at_two(tmp_path):
+    clusters = _clusters()[:1] + [random_cluster(4, 0.05, 9, species=[1])]
+    with pytest.raises(ValueError, match="4 to 5 bodies: give max_order"):
+        compare_expansions(clusters, _lj(), _lj(), cache=tmp_path)
+    assert compare_expansions(clusters, _lj(), _lj(), cache=tmp_path, max_order=3).max_order == 3
+    with pytest.raises(ValueError, match="at least 2"):
+        compare_expansions(clusters, _lj(), _lj(), cache=tmp_path, max_order=1)
+
+
+def test_round_off_has_no_sign_and_a_zero_reference_no_percentage(tmp_path):
+    """LJ with rc = 1.5 on sparse clusters: dE_k of high order are exactly 0 or
+    round-off; no '!' and no percentage from them, and the JSON stays valid."""
+    clusters = _clusters()[:1]
+    result = compare_expansions(clusters, LennardJones(rc=1.5), LennardJones(rc=1.5), cache=tmp_path)
+    rows = result.rows()
+    assert all(r["sign_agrees"] for r in rows)
+    zero = [r for r in rows if abs(r["reference_meV_per_atom"]) < 1e-6]
+    assert zero and all(r["percent_of_reference"] is None for r in zero)
+    json.loads(result.to_json())  # no NaN
+    assert result.table().count("!") == len(result.groups)  # only in the headers: "! wrong sign"
+
+
+def test_a_moved_shipped_cluster_is_refused():
+    cluster = shipped_clusters()[0]
+    cluster.positions[0] += [0.8, 0, 0]
+    with pytest.raises(ValueError, match="not the geometry its shipped FCI energies belong to"):
+        reference_expansions([cluster], "shipped", max_order=2)
 
 
 def test_models_with_other_species_are_named(tmp_path):
@@ -185,9 +219,24 @@ def test_compare_command_on_own_structures(tmp_path, capsys, monkeypatch):
     assert main(["compare", str(path), "--model", "default", "--reference", "ase.calculators.lj:LennardJones",
                  "--format", "json"]) == 0
     record = json.loads(capsys.readouterr().out)
-    assert record["groups"] == {"low": 1, "high": 2} and record["models"] == ["default"]
+    assert record["groups"] == {"low": 1, "high": 2} and record["models"] == ["pet-h-fci"]
     assert any((tmp_path / "cache").iterdir())
     assert main(["compare", str(path), "--reference", "shipped"]) == 2
     assert "covers only the shipped H8 clusters" in capsys.readouterr().err
     assert main(["compare", str(path), "--reference", "nowhere:Nothing"]) == 2
     assert "cannot import Nothing from nowhere" in capsys.readouterr().err
+    assert main(["compare", str(path), "--reference", "ase.calculators.mixing:SumCalculator"]) == 2
+    assert "calling SumCalculator() without arguments failed" in capsys.readouterr().err
+    assert main(["compare", str(path), "--reference", "os:getcwd"]) == 2
+    assert "not an ASE calculator" in capsys.readouterr().err
+    own = tmp_path / "myref.py"
+    own.write_text("from ase.calculators.lj import LennardJones\n\ndef make():\n    return LennardJones(rc=2.0)\n")
+    assert main(["compare", str(path), "--model", "default", "--reference", f"{own}:make", "-K", "2",
+                 "--label", "pet", "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[1].startswith("low,pet,2,")
+    assert "reference energies: " in captured.err and "computed" in captured.err
+    assert main(["compare", str(path), "-K", "1"]) == 2
+    assert "-K must be at least 2" in capsys.readouterr().err
+    assert main(["compare", str(path), "--learning"]) == 2
+    assert "give -o" in capsys.readouterr().err
