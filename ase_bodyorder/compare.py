@@ -346,9 +346,16 @@ class Comparison:
         return "\n".join(text) + "\n"
 
     def to_json(self) -> str:
+        """The rows, and every cluster's dE_1..dE_K (meV/atom) per group: ``per_cluster``
+        [group][reference name or model label]."""
+        per_cluster = {
+            group: {self.reference_name: self.reference[group].tolist(),
+                    **{label: self.models[label][group].tolist() for label in self.labels}}
+            for group in self.groups
+        }
         return json.dumps(
             {"reference": self.reference_name, "max_order": self.max_order, "cutoff": self.cutoff,
-             "groups": self.groups, "models": self.labels, "rows": self.rows()},
+             "groups": self.groups, "models": self.labels, "rows": self.rows(), "per_cluster": per_cluster},
             indent=1,
         )
 

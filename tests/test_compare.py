@@ -94,7 +94,9 @@ def test_the_comparison_table(tmp_path, exported_models):
     assert abs(three["reference_meV_per_atom"]) < 1e-6 and three["percent_of_reference"] is None
     text = result.table()
     assert "high (2 clusters; every subset)" in text and "dE_4" in text and "(100%)" in text
-    assert json.loads(result.to_json())["rows"][0]["group"] == "low"
+    record = json.loads(result.to_json())
+    assert record["rows"][0]["group"] == "low"
+    np.testing.assert_allclose(record["per_cluster"]["high"]["lj"], result.models["lj"]["high"])
     result.plot(tmp_path / "orders.png")
     result.plot(tmp_path / "learning.png", learning=True)
     assert (tmp_path / "orders.png").stat().st_size > 10_000
