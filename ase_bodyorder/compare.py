@@ -165,10 +165,7 @@ def reference_expansions(
     """
     from .mbe import assemble
 
-    if isinstance(reference, str) and reference == "fci":
-        from .fci import FCICalculator
-
-        reference = FCICalculator()
+    reference = _reference(reference)
     if isinstance(reference, str) and reference != "shipped":
         raise ValueError(f"reference must be 'shipped', 'fci' or an ASE calculator, got {reference!r}")
     from ase.calculators.calculator import BaseCalculator
@@ -214,6 +211,15 @@ def reference_expansions(
     if counts is not None:
         counts.update(computed=computed, cached=cached, cache_file=None if store is None else store.file)
     return out
+
+
+def _reference(reference):
+    """``"fci"`` as its calculator; anything else as it is."""
+    if isinstance(reference, str) and reference == "fci":
+        from .fci import FCICalculator
+
+        return FCICalculator()
+    return reference
 
 
 def _reference_energy(calculator, cluster: ase.Atoms, index: int, members: np.ndarray, method: str) -> float:
@@ -463,10 +469,7 @@ def compare_expansions(
     # species) is refused before a slow reference has run
     result = {label: per_atom_mev(model_expansions(clusters, model, max_order=K, cutoff=cutoff))
               for label, model in zip(labels, models)}
-    if isinstance(reference, str) and reference == "fci":
-        from .fci import FCICalculator
-
-        reference = FCICalculator()
+    reference = _reference(reference)
     ref = per_atom_mev(reference_expansions(clusters, reference, max_order=K, cutoff=cutoff, cache=cache,
                                             counts=counts))
     name = SHIPPED_METHOD if isinstance(reference, str) else getattr(reference, "method", type(reference).__name__)

@@ -237,18 +237,11 @@ def test_decompose_a_trajectory_with_molecules_as_bodies(tmp_path, capsys):
 def test_ipi_driver_with_workers_gives_the_serial_dynamics(tmp_path, exported_models):
     """A real i-PI server, PIMD with batches of 4 beads, served once by a serial driver
     and once by a driver whose subclusters run on 2 local workers."""
-    from conftest import random_cluster
-    from test_ipi import Processes, _run_socket
+    from test_ipi import Processes, _run_socket, pimd_folder
 
     runs = []
     for name, extra in (("serial", ()), ("workers", ("--workers", "2"))):
-        folder = tmp_path / name
-        folder.mkdir()
-        atoms = random_cluster(6, 0.05, 2, species=[1, 6], min_distance=1.0)
-        atoms.cell = [20, 20, 20]
-        atoms.center()
-        ase.io.write(folder / "init.xyz", atoms)
-        os.symlink(exported_models["full"], folder / "model.pt")
+        folder = pimd_folder(tmp_path / name, exported_models["full"])
         processes = Processes()
         try:
             out, clients = _run_socket(folder, processes, steps=5, beads=4, ensemble="nvt", batch=4, driver_args=extra)

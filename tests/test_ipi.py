@@ -173,16 +173,21 @@ def test_nve_conserves_energy_through_ipi(ipi_folder, processes):
     assert abs(drift) < 1e-3
 
 
+def pimd_folder(folder: Path, model: Path) -> Path:
+    """A folder with a 6-atom H/C cluster (init.xyz, in a 20 A cell) and model.pt."""
+    folder.mkdir()
+    atoms = random_cluster(6, 0.05, 2, species=[1, 6], min_distance=1.0)
+    atoms.cell = [20, 20, 20]
+    atoms.center()
+    ase.io.write(folder / "init.xyz", atoms)
+    os.symlink(model, folder / "model.pt")
+    return folder
+
+
 def test_pimd_batched_equals_unbatched(tmp_path, exported_models, processes):
     results = []
     for batch in (1, 4):
-        folder = tmp_path / f"batch{batch}"
-        folder.mkdir()
-        atoms = random_cluster(6, 0.05, 2, species=[1, 6], min_distance=1.0)
-        atoms.cell = [20, 20, 20]
-        atoms.center()
-        ase.io.write(folder / "init.xyz", atoms)
-        os.symlink(exported_models["full"], folder / "model.pt")
+        folder = pimd_folder(tmp_path / f"batch{batch}", exported_models["full"])
         out, _ = _run_socket(folder, processes, steps=10, beads=4, ensemble="nvt", batch=batch)
         positions = [a.positions for a in ase.io.read(folder / "sim.pos_0.xyz", ":")]
         results.append((out, np.array(positions)))
