@@ -20,9 +20,11 @@ memory), raise :class:`DistributedError` with what to do.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -165,20 +167,32 @@ def evaluate_chunk(model, chunk: ClusterBatch, forces: bool):
 # what runs on the client
 
 
-def _gather(client, futures: list, what: str, chunk_atoms: int | None = None):
-    """The futures' results in order, with the cluster's failures explained. An
-    exception raised by a task itself (a missing model file on a worker, say) comes
-    through as it is."""
+@contextlib.contextmanager
+def _on_scheduler(client, what: str):
+    """Calls to the scheduler while ``what``, with a lost scheduler explained. It can
+    surface in any call (a gather, or asking for the workers' threads), as a closed
+    connection even before the client notices; an exception raised by a task itself
+    (a missing model file on a worker, say) comes through as it is."""
     distributed = _require_distributed()
     try:
-        return client.gather(futures)
-    except (distributed.client.FutureCancelledError, distributed.comm.CommClosedError, OSError) as error:
+        yield
+    except Exception as error:
+        # once the client has noticed, the loss comes as whatever the call met: an
+        # OSError (reconnection timed out), a RuntimeError (connection pool closed), ...
         if client.status == "running" and not isinstance(error, distributed.comm.CommClosedError):
             raise  # the task's own error (OSError: FileNotFoundError, PermissionError, ...)
         raise DistributedError(
-            f"lost the Dask scheduler at {client.scheduler.address} while {what} "
+            f"lost the Dask scheduler at {scheduler_address(client)} while {what} "
             f"({type(error).__name__}); start the scheduler again and rerun"
         ) from None
+
+
+def _gather(client, futures: list, what: str, chunk_atoms: int | None = None):
+    """The futures' results in order, with the cluster's failures explained."""
+    distributed = _require_distributed()
+    try:
+        with _on_scheduler(client, what):
+            return client.gather(futures)
     except distributed.scheduler.KilledWorker as error:
         hint = (
             f"lower max_atoms_per_chunk (chunks now hold up to {chunk_atoms} atoms) or give the workers more memory"
@@ -208,12 +222,25 @@ def check_client(client):
         )
     if client.status != "running":
         raise ValueError(f"this Dask client is {client.status}, not running: make a new one")
+    _ADDRESSES[client] = client.scheduler.address
     return client
+
+
+#: each checked client's scheduler address, kept for the messages after it is lost
+#: (a client that gave up on its scheduler no longer holds it)
+_ADDRESSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def scheduler_address(client) -> str:
+    """The address of ``client``'s scheduler, also once the scheduler is lost."""
+    scheduler = getattr(client, "scheduler", None)
+    return _ADDRESSES.get(client) or getattr(scheduler, "address", None) or "an unknown address"
 
 
 def _worker_threads(client) -> int:
     """Threads over all workers now in the cluster (at least 1)."""
-    return max(sum(client.nthreads().values()), 1)
+    with _on_scheduler(client, "asking for its workers"):
+        return max(sum(client.nthreads().values()), 1)
 
 
 def _model_for_workers(client, model, backend: Backend, settings: dict):
@@ -280,15 +307,16 @@ class DaskBackend(Backend):
         return max(min(max_atoms, share), min(MIN_CHUNK_ATOMS, max_atoms))
 
     def evaluate_chunks(self, chunks: list[ClusterBatch], forces: bool) -> list:
-        futures = self.client.map(
-            evaluate_chunk, [self.model_on_workers] * len(chunks), chunks, [forces] * len(chunks), pure=False
-        )
-        largest = max((c.n_atoms for c in chunks), default=0)
-        return _gather(self.client, futures, f"evaluating {len(chunks)} chunk{'s' if len(chunks) != 1 else ''} of subclusters", largest)
+        what = f"evaluating {len(chunks)} chunk{'s' if len(chunks) != 1 else ''} of subclusters"
+        with _on_scheduler(self.client, what):
+            futures = self.client.map(
+                evaluate_chunk, [self.model_on_workers] * len(chunks), chunks, [forces] * len(chunks), pure=False
+            )
+        return _gather(self.client, futures, what, max((c.n_atoms for c in chunks), default=0))
 
     def describe(self) -> dict:
         info = dict(self.local.describe())
-        info["dask_scheduler"] = self.client.scheduler.address
+        info["dask_scheduler"] = scheduler_address(self.client)
         return info
 
 
@@ -360,9 +388,10 @@ def _decompose_on_cluster(frames, calculator, full_model: bool, client, bar) -> 
     next_to_yield = submitted = 0
     while next_to_yield < len(frames):
         while submitted < len(frames) and len(pending) < in_flight:
-            future = client.submit(
-                _decompose_on_worker, on_workers, settings, frames[submitted], full_model, pure=False
-            )
+            with _on_scheduler(client, f"sending frame {submitted}"):
+                future = client.submit(
+                    _decompose_on_worker, on_workers, settings, frames[submitted], full_model, pure=False
+                )
             pending[future] = submitted
             queue.add(future)
             submitted += 1

@@ -373,6 +373,40 @@ def test_md_on_a_scheduler_that_dies_keeps_its_log(tmp_path, scheduler):
     assert np.isfinite(data.observable("truncated_energies")).all()
 
 
+def test_every_call_after_the_scheduler_dies_says_it_was_lost(scheduler):
+    """The loss surfaces wherever the next call to the scheduler is: before the client
+    notices (a closed connection), while it tries to reconnect, and after it gave up."""
+    from ase_bodyorder.distributed import connect
+
+    address, processes = scheduler
+    client = connect(address)
+    try:
+        client.wait_for_workers(1, timeout=BOUND)
+        atoms = h_cluster(8, 3)
+        calculator = BodyOrderCalculator("default", 3, client=client)
+        atoms.calc = calculator
+        atoms.get_potential_energy()
+        processes[0].send_signal(signal.SIGKILL)
+        processes[0].wait(timeout=BOUND)
+        calls = {
+            "a step": lambda: atoms.calc.calculate(atoms, ["energy"], ["positions"]),
+            "chunk sizes": lambda: calculator.backend.chunk_atoms(10_000, 100_000),
+            "frames": lambda: list(decompose_frames([atoms, atoms], calculator)),
+        }
+        for name, call in calls.items():
+            with pytest.raises(DistributedError, match="lost the Dask scheduler at"):
+                call()
+        deadline = time.time() + BOUND
+        while client.status == "running":
+            assert time.time() < deadline, "the client never noticed"
+            time.sleep(0.2)
+        for name, call in calls.items():  # the client gave up
+            with pytest.raises(DistributedError, match="lost the Dask scheduler at"):
+                call()
+    finally:
+        client.close()
+
+
 def test_md_command_joins_a_running_scheduler(tmp_path, scheduler):
     address, _ = scheduler
     h8 = tmp_path / "h8.xyz"
