@@ -79,9 +79,11 @@ def _atoms(species) -> list[int]:
     return [ase.data.atomic_numbers[s] if isinstance(s, str) else int(s) for s in species]
 
 
-def dimer_curve(model, species=("H", "H"), distances=None, *, device=None, label=None) -> Curve:
-    """eps(ij)(r) = E(ij at r) - E(i) - E(j), and its force -d eps/dr, in one packed
-    evaluation."""
+def dimer_curve(
+    model, species=("H", "H"), distances=None, *, device=None, label=None, forces: bool = True
+) -> Curve:
+    """eps(ij)(r) = E(ij at r) - E(i) - E(j), and (with ``forces``) its force -d eps/dr,
+    in one packed evaluation."""
     backend = make_backend(model, device)
     a, b = _atoms(species)
     backend.check_species(np.array([a, b]))
@@ -89,9 +91,9 @@ def dimer_curve(model, species=("H", "H"), distances=None, *, device=None, label
     clusters = [([a], np.zeros((1, 3))), ([b], np.zeros((1, 3)))]
     clusters += [([a, b], np.array([[0.0, 0.0, 0.0], [0.0, 0.0, d]])) for d in distances]
     batch = _batch(clusters)
-    e, f = backend.evaluate(batch, forces=True)
+    e, f = backend.evaluate(batch, forces=forces)
     # the force on the second atom along the bond (+z) is -dE/dr
-    force = f[batch.ptr[2:-1] + 1, 2]
+    force = f[batch.ptr[2:-1] + 1, 2] if forces else None
     return Curve("dimer", (a, b), distances, e[2:] - e[0] - e[1], label or _label(model), force)
 
 

@@ -460,9 +460,10 @@ class _DecompositionWriter:
             print(legend)
 
 
-def _reference_calculator(text: str):
+def _reference_calculator(text: str, other_choices: str = "'shipped'"):
     """--reference: 'fci', or MODULE:NAME / FILE.py:NAME of an ASE calculator class or
-    factory, called without arguments."""
+    factory, called without arguments. ``other_choices`` names what else the command's
+    --reference takes, for the error."""
     from ase.calculators.calculator import BaseCalculator
 
     if text == "fci":
@@ -472,7 +473,7 @@ def _reference_calculator(text: str):
     module, _, name = text.rpartition(":")
     if not module or not name:
         raise CommandError(
-            f"--reference must be 'shipped', 'fci', MODULE:NAME or FILE.py:NAME of an ASE calculator, got '{text}'"
+            f"--reference must be {other_choices}, 'fci', MODULE:NAME or FILE.py:NAME of an ASE calculator, got '{text}'"
         )
     import importlib
     import importlib.util
@@ -580,7 +581,7 @@ def _cmd_report(args) -> int:
 def _cmd_curves(args) -> int:
     import numpy as np
 
-    from .analysis import dimer_curve, plot_curves, reference_curve, trimer_curve, write_lammps_table
+    from .analysis import REFERENCES, dimer_curve, plot_curves, reference_curve, trimer_curve, write_lammps_table
 
     models = args.model or ["default"]
     for model in models:
@@ -604,12 +605,17 @@ def _cmd_curves(args) -> int:
         )
     pair = args.species[:2] if len(args.species) >= 2 else args.species * 2
     triple = (args.species * 3)[:3] if len(args.species) < 3 else args.species[:3]
-    reference = None
-    if args.reference:
+    reference = reference_calculator = None
+    text = args.reference or ""
+    if text in REFERENCES or text.lower().endswith(".json") or Path(text).is_file():  # a curve
         try:
             reference = reference_curve(args.reference, pair)
         except (FileNotFoundError, ValueError) as error:
             raise CommandError(str(error)) from None
+    elif args.reference:
+        # an ASE calculator: its own dimer and trimer curves, computed like the models'
+        choices = f"{', '.join(map(repr, REFERENCES))}, FILE.json"
+        reference_calculator = _reference_calculator(args.reference, choices)
     if reference is not None and args.min is None and args.max is None:
         distances = reference.distance  # the models at the reference's own points
     else:
@@ -618,12 +624,32 @@ def _cmd_curves(args) -> int:
         if not 0 < low < high:
             raise CommandError(f"need 0 < --min < --max (A), got --min {low} --max {high}")
         distances = np.linspace(low, high, args.points)
+    # the reference first: a calculator that fails should fail before the models' work
+    reference_curves = []
+    if reference_calculator is not None:
+        label = f"{args.reference} (reference)"
+        # its forces only where the calculator has them (they serve the LAMMPS table only)
+        has_forces = "forces" in getattr(reference_calculator, "implemented_properties", ())
+        for kind in ("dimer", "trimer") if args.kind == "both" else (args.kind,):
+            species = pair if kind == "dimer" else triple
+            try:
+                if kind == "dimer":
+                    curve = dimer_curve(reference_calculator, species, distances, label=label, forces=has_forces)
+                else:
+                    curve = trimer_curve(reference_calculator, species, distances, label=label)
+            except Exception as error:
+                raise CommandError(
+                    f"--reference {args.reference} failed on the {'-'.join(species)} {kind} between "
+                    f"{distances[0]:g} and {distances[-1]:g} A: {type(error).__name__}: {error}"
+                ) from None
+            reference_curves.append(curve)
     curves = []
     for model in models:
         if args.kind in ("dimer", "both"):
             curves.append(dimer_curve(model, pair, distances, device=args.device))
         if args.kind in ("trimer", "both"):
             curves.append(trimer_curve(model, triple, distances, device=args.device))
+    curves += reference_curves
     columns = [f"{c.label}:{c.kind}_eV" for c in curves]
     values = [c.energy for c in curves]
     if reference is not None:
@@ -757,8 +783,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     curves.add_argument(
         "--reference", default=None,
-        help="reference dimer curve: 'pbe' (shipped, PySCF) or a JSON file of the same layout; the "
-        "models are then evaluated at the reference's distances unless --min/--max are given",
+        help="reference: a dimer curve, 'pbe' (shipped, PySCF) or a JSON file of the same layout (the "
+        "models are then evaluated at its distances unless --min/--max are given); or an ASE calculator, "
+        "'fci' (FCI/STO-3G, hydrogen) or MODULE:NAME / FILE.py:NAME of a calculator class or factory "
+        "called without arguments, whose dimer and trimer curves are computed like the models'",
     )
     curves.add_argument("--species", nargs="+", default=["H"], help="element symbols (default H)")
     curves.add_argument(

@@ -1,8 +1,8 @@
 """FCI/STO-3G for hydrogen clusters (PySCF), as functions and as an ASE calculator.
 
 The one FCI code path of the project: the reference data (scripts/generate_fci_references.py)
-and the ``compare`` analysis both use it. Needs PySCF (the ``train`` extra, or
-``pip install pyscf``); imported lazily.
+and the ``compare`` analysis both use it. Needs PySCF (the ``fci`` extra, also in
+``train`` and ``test``); imported lazily.
 
 The ground state over spin states is the lowest root of the lowest Sz sector
 (2 Sz = n mod 2), which contains every spin state. FCI is computed as CASSCF with every
@@ -188,7 +188,7 @@ def _require_pyscf() -> None:
     try:
         import pyscf  # noqa: F401
     except ImportError:
-        raise ImportError("FCI references need PySCF: pip install pyscf (or the 'train' extra)") from None
+        raise ImportError("FCI references need PySCF: pip install pyscf (the 'fci' extra: pip install 'ase-bodyorder[fci]')") from None
 
 
 def _check_hydrogen(atoms) -> None:

@@ -102,3 +102,41 @@ def test_curves_species_are_checked_before_any_model_loads(arguments, message, c
     assert main(["curves", *arguments]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_curves_with_a_reference_calculator(tmp_path, capsys):
+    """An ASE calculator as the reference: its dimer and trimer curves, computed like the
+    models'. Lennard-Jones is a pair potential: eps_2 is its pair term, eps_3 is zero."""
+    arguments = ["curves", "--model", "default", "--reference", "ase.calculators.lj:LennardJones",
+                 "--species", "H", "--min", "0.9", "--max", "2.5", "--points", "5", "-o", str(tmp_path / "c.png")]
+    assert main(arguments) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    label = "ase.calculators.lj:LennardJones (reference)"
+    assert lines[0].split(",") == ["distance_A", "default:dimer_eV", "default:trimer_eV",
+                                   f"{label}:dimer_eV", f"{label}:trimer_eV"]
+    rows = np.array([line.split(",") for line in lines[1:]], dtype=float)
+    r = np.linspace(0.9, 2.5, 5)
+    lj = lambda x: 4 * (x**-12 - x**-6)  # noqa: E731 (sigma = epsilon = 1, shifted to 0 at rc = 3)
+    np.testing.assert_allclose(rows[:, 3], lj(r) - lj(3.0), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(rows[:, 4], 0.0, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(rows[:, 1], dimer_curve("default", ("H", "H"), r).energy, rtol=0, atol=1e-7)
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_a_reference_calculator_that_fails_is_named(tmp_path, capsys):
+    (tmp_path / "mine.py").write_text(
+        "from ase.calculators.lj import LennardJones\n"
+        "class PairsOnly(LennardJones):\n"
+        "    def calculate(self, atoms=None, properties=None, system_changes=None):\n"
+        "        if len(atoms) > 2:\n"
+        "            raise ValueError('only pairs')\n"
+        "        super().calculate(atoms, properties, system_changes)\n"
+    )
+    arguments = ["curves", "--reference", f"{tmp_path / 'mine.py'}:PairsOnly", "--points", "3"]
+    assert main(arguments + ["--kind", "dimer"]) == 0
+    capsys.readouterr()
+    assert main(arguments + ["--kind", "both"]) == 2
+    err = capsys.readouterr().err
+    assert "failed on the H-H-H trimer between 0.5 and 5 A: ValueError: only pairs" in err
+    assert main(["curves", "--reference", "nonsense"]) == 2
+    assert "'pbe', FILE.json, 'fci', MODULE:NAME or FILE.py:NAME" in capsys.readouterr().err
