@@ -684,7 +684,29 @@ def _cmd_models(args) -> int:
         mark = " (default)" if name == DEFAULT_MODEL else ""
         print(f"{name}{mark}: {card.get('summary', '')}")
         print(f"    {resolve_model(name)}")
+    _print_sevennet_models()
     return 0
+
+
+def _print_sevennet_models() -> None:
+    """The pretrained SevenNet models the installed sevenn wheel holds (docs/sevennet.md)."""
+    from importlib.metadata import version
+
+    from .backends.sevennet import _ALIASES, PRETRAINED, installed_pretrained
+
+    found = installed_pretrained()
+    if found is None:
+        print(f"SevenNet models ({', '.join(PRETRAINED)}): not installed; "
+              "pip install \"ase-bodyorder[sevennet]\"")
+        return
+    aliases = {name: [a for a, n in _ALIASES.items() if n == name] for name in PRETRAINED}
+    for name in PRETRAINED:
+        also = f" (also {', '.join(aliases[name])})" if aliases[name] else ""
+        where = found.get(name, "not in this sevenn wheel")
+        fidelity = f"multi-fidelity, at its {PRETRAINED[name][1]} fidelity" if PRETRAINED[name][1] else "PBE"
+        print(f"{name}{also}: SevenNet pretrained (sevenn {version('sevenn')}), universal, {fidelity}; "
+              "float64 by default, --dtype float32 for its own precision")
+        print(f"    {where}")
 
 
 # ----------------------------------------------------------------------------------

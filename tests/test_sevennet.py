@@ -197,6 +197,34 @@ def test_missing_sevenn_is_a_one_line_error_on_the_command_line(tmp_path, monkey
     assert err.count("\n") == 1 and "ase-bodyorder[sevennet]" in err and "Traceback" not in err
 
 
+def test_logs_name_the_exact_checkpoint(backends):
+    """A log records the checkpoint's SHA-256 and the sevenn version, as it does a
+    metatomic model's hash, so a run names the weights it used."""
+    import hashlib
+    from importlib.metadata import version
+
+    from ase_bodyorder.md import log_metadata
+
+    backend = backends["float32"]
+    info = log_metadata(BodyOrderCalculator(backend, 2))
+    assert info["model_sha256"] == hashlib.sha256(backend.path.read_bytes()).hexdigest()
+    assert info["model_file"] == str(backend.path) and info["model"] == "sevennet-0"
+    assert info["sevenn_version"] == version("sevenn") and info["modal"] == "" and info["dtype"] == "float32"
+
+
+def test_models_command_lists_the_sevennet_models(monkeypatch, capsys):
+    from ase_bodyorder.backends.sevennet import PRETRAINED
+    from ase_bodyorder.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "sevennet-0 (also 7net-0" in out and "checkpoint_sevennet_0.pth" in out
+    assert all(f"\n{name}" in out for name in PRETRAINED) and "at its PBE fidelity" in out
+    monkeypatch.setitem(sys.modules, "sevenn", None)  # as if it were not installed
+    assert main(["models"]) == 0
+    assert 'not installed; pip install "ase-bodyorder[sevennet]"' in capsys.readouterr().out
+
+
 def test_sevennet_then_a_metatomic_model_in_one_process():
     """torch_geometric, imported by sevenn, breaks metatensor-torch's import when it comes
     first: a SevenNet model followed by a metatomic one must both work."""

@@ -72,7 +72,9 @@ def main() -> None:
     splits = {s: sum(a.info["split"] == s for a in pool) for s in ("train", "val", "test")}
     card = {
         "name": args.name,
-        "summary": f"{args.architecture} for hydrogen clusters, FCI/STO-3G, {capabilities.dtype}",
+        # the architecture line may already name the dtype
+        "summary": f"{args.architecture} for hydrogen clusters, FCI/STO-3G"
+        + ("" if capabilities.dtype in args.architecture else f", {capabilities.dtype}"),
         "architecture": args.architecture,
         "trained_with": "metatrain",
         "options": "\n".join(path.read_text() for path in args.options),

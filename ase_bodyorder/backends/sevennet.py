@@ -28,7 +28,7 @@ import numpy as np
 
 from .base import Backend, ClusterBatch
 
-__all__ = ["MissingDependencyError", "PRETRAINED", "SevenNetBackend", "is_sevennet_model"]
+__all__ = ["MissingDependencyError", "PRETRAINED", "SevenNetBackend", "installed_pretrained", "is_sevennet_model"]
 
 
 class MissingDependencyError(ImportError):
@@ -51,6 +51,28 @@ def is_sevennet_model(model) -> bool:
         return False
     text = str(model).lower().replace("_", "-")
     return text in PRETRAINED or text in _ALIASES or str(model).endswith(".pth")
+
+
+def installed_pretrained() -> dict[str, Path] | None:
+    """The pretrained checkpoints in the installed sevenn wheel, by name, found without
+    importing it (nor torch); None when sevenn is not installed."""
+    from importlib.util import find_spec
+
+    spec = find_spec("sevenn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(list(spec.submodule_search_locations)[0]) / "pretrained_potentials"
+    return {name: root / relative for name, (relative, _) in PRETRAINED.items() if (root / relative).is_file()}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _import_sevenn():
@@ -144,6 +166,7 @@ class SevenNetBackend(Backend):
         elif modal is not None:
             raise ValueError(f"{self.name} has a single fidelity: modal must not be given")
         self._keys = KEY
+        self._hash: str | None = None
 
     def _graph(self, batch: ClusterBatch):
         """One graph of every cluster of the batch, edges within each cluster only."""
@@ -216,11 +239,18 @@ class SevenNetBackend(Backend):
         return out
 
     def describe(self) -> dict:
+        from importlib.metadata import version
+
+        if self._hash is None:  # once: logs name the exact checkpoint (10-15 MB)
+            self._hash = _sha256(self.path)
         return {
             "backend": "SevenNetBackend",
             "model": self.name,
             "model_name": self.name,
-            "model_sha256": "",
+            "model_file": str(self.path),
+            "model_sha256": self._hash,
+            "modal": self.modal or "",
+            "sevenn_version": version("sevenn"),
             "dtype": self.dtype,
             "device": str(self.device),
             "packed": True,
