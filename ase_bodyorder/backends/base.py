@@ -10,12 +10,13 @@ nothing of body orders or coefficients (docs/design.md, Plan, evaluate, assemble
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass
 
 import ase
 import numpy as np
 
-__all__ = ["Backend", "ClusterBatch"]
+__all__ = ["Backend", "ClusterBatch", "file_sha256"]
 
 
 @dataclass
@@ -121,3 +122,12 @@ class Backend(abc.ABC):
     def describe(self) -> dict:
         """Metadata to record in logs: what model, which dtype."""
         return {"backend": type(self).__name__, "dtype": self.dtype}
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a model file, as logs record it to name the exact weights."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

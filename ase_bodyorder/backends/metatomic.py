@@ -10,7 +10,6 @@ Models without per-atom energies fall back to one ``System`` per subcluster in a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -29,7 +28,7 @@ from metatomic.torch import (
     pick_output,
 )
 
-from .base import Backend, ClusterBatch
+from .base import Backend, ClusterBatch, file_sha256
 from .packing import intra_cluster_pairs
 
 __all__ = ["MetatomicBackend", "load_model"]
@@ -89,14 +88,6 @@ def load_model(model: str | os.PathLike | AtomisticModel, extensions_directory=N
     raise TypeError(f"cannot use {type(model).__name__} as a metatomic model")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class MetatomicBackend(Backend):
     """Evaluate subclusters with a metatomic model.
 
@@ -142,7 +133,7 @@ class MetatomicBackend(Backend):
         self._cutoffs = [float(o.engine_cutoff("angstrom")) for o in self.requests]
         self.default_cutoff = max(self._cutoffs) if self._cutoffs else 0.0
         self.metadata = self.model.metadata()
-        self._hash = _sha256(self.path) if self.path is not None else None
+        self._hash = file_sha256(self.path) if self.path is not None else None
         self._full_calculator = None
 
     # ------------------------------------------------------------------------------

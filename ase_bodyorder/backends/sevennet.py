@@ -26,7 +26,7 @@ from pathlib import Path
 import ase
 import numpy as np
 
-from .base import Backend, ClusterBatch
+from .base import Backend, ClusterBatch, file_sha256
 
 __all__ = ["MissingDependencyError", "PRETRAINED", "SevenNetBackend", "installed_pretrained", "is_sevennet_model"]
 
@@ -63,16 +63,6 @@ def installed_pretrained() -> dict[str, Path] | None:
         return None
     root = Path(list(spec.submodule_search_locations)[0]) / "pretrained_potentials"
     return {name: root / relative for name, (relative, _) in PRETRAINED.items() if (root / relative).is_file()}
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _import_sevenn():
@@ -242,7 +232,7 @@ class SevenNetBackend(Backend):
         from importlib.metadata import version
 
         if self._hash is None:  # once: logs name the exact checkpoint (10-15 MB)
-            self._hash = _sha256(self.path)
+            self._hash = file_sha256(self.path)
         return {
             "backend": "SevenNetBackend",
             "model": self.name,
