@@ -52,6 +52,8 @@ class Curve:
     energy: np.ndarray
     label: str = ""
     force: np.ndarray | None = None
+    #: a reference (drawn dashed), not a model
+    reference: bool = False
 
 
 def _label(model) -> str:
@@ -131,31 +133,56 @@ def convergence(atoms: ase.Atoms, model, max_order: int, **kwargs) -> dict:
 def reference_curve(reference: str, species) -> Curve:
     """A reference dimer curve: a shipped one by name (:data:`REFERENCES`: ``"pbe"``,
     PBE computed with PySCF by scripts/dft_dimer_curves.py) or a JSON file of the same
-    layout (``{"A-B": {"distance_A": [...], "binding_energy_eV": [...]}, "method":
-    {...}}``)."""
+    layout: ``{"A-B": {"distance_A": [...], "binding_energy_eV": [...]}, ...}``, one
+    entry per pair, energies relative to the separated atoms. The points come back in
+    order of increasing distance."""
     import json
     from pathlib import Path
 
-    if reference in REFERENCES:
-        path = Path(__file__).parent / "references" / REFERENCES[reference]
-        label = f"{reference.upper()} (reference)"
+    if reference.lower() in REFERENCES:
+        name = reference.lower()
+        path = Path(__file__).parent / "references" / REFERENCES[name]
+        label = f"{name.upper()} (reference)"
     else:
         path = Path(reference)
-        label = path.stem
+        label = f"{path.stem} (reference)"
         if not path.is_file():
             raise FileNotFoundError(
-                f"reference '{reference}' is neither a shipped reference ({sorted(REFERENCES)}) nor a file"
+                f"reference '{reference}' is neither a shipped reference ({', '.join(REFERENCES)}) nor a file"
             )
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"reference '{reference}' is not a JSON file: {error}") from None
+    layout = 'a JSON object {"A-B": {"distance_A": [...], "binding_energy_eV": [...]}}'
+    if not isinstance(data, dict):
+        raise ValueError(f"reference '{reference}' must be {layout}, not a {type(data).__name__}")
     a, b = _atoms(species)
     names = [ase.data.chemical_symbols[z] for z in (a, b)]
-    for key in (f"{names[0]}-{names[1]}", f"{names[1]}-{names[0]}"):
-        if key in data:
-            curve = data[key]
-            return Curve("dimer", (a, b), np.asarray(curve["distance_A"], float),
-                         np.asarray(curve["binding_energy_eV"], float), label)
-    pairs = sorted(k for k in data if "-" in k)
-    raise ValueError(f"reference '{reference}' has no {names[0]}-{names[1]} curve; it has {pairs}")
+    key = next((k for k in (f"{names[0]}-{names[1]}", f"{names[1]}-{names[0]}") if k in data), None)
+    if key is None:
+        pairs = ", ".join(sorted(k for k in data if "-" in k)) or "none"
+        raise ValueError(f"reference '{reference}' has no {names[0]}-{names[1]} curve; it has: {pairs}")
+    curve = data[key]
+    if not isinstance(curve, dict) or "distance_A" not in curve or "binding_energy_eV" not in curve:
+        raise ValueError(
+            f"reference '{reference}': its {key} entry must be {{\"distance_A\": [...], \"binding_energy_eV\": [...]}}"
+        )
+    try:
+        distance = np.asarray(curve["distance_A"], float)
+        energy = np.asarray(curve["binding_energy_eV"], float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"reference '{reference}': {key} must hold lists of numbers ({error})") from None
+    if distance.ndim != 1 or distance.shape != energy.shape or len(distance) < 2:
+        raise ValueError(
+            f"reference '{reference}': {key} needs at least two points and as many energies as distances "
+            f"(got {distance.size} distances, {energy.size} energies)"
+        )
+    order = np.argsort(distance, kind="stable")
+    distance, energy = distance[order], energy[order]
+    if not (np.all(np.isfinite(distance)) and np.all(distance > 0) and np.all(np.diff(distance) > 0)):
+        raise ValueError(f"reference '{reference}': {key}'s distances must be positive and distinct")
+    return Curve("dimer", (a, b), distance, energy, label, reference=True)
 
 
 def write_lammps_table(curve: Curve, path, keyword: str | None = None) -> None:
@@ -206,8 +233,7 @@ def plot_curves(curves: list[Curve], output) -> None:
     for ax, (kind, species) in zip(axes, panels):
         low = []
         for curve in (c for c in curves if (c.kind, c.species) == (kind, species)):
-            reference = "reference" in curve.label
-            ax.plot(curve.distance, curve.energy, "k--" if reference else "-", label=curve.label, lw=1.5)
+            ax.plot(curve.distance, curve.energy, "k--" if curve.reference else "-", label=curve.label, lw=1.5)
             low.append(np.nanmin(curve.energy))
         # most of a repulsive wall hides the well: show down from the deepest well
         bottom = min(low) if low else -1.0

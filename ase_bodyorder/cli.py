@@ -466,7 +466,7 @@ def _reference_calculator(text: str, other_choices: str = "'shipped'"):
     --reference takes, for the error."""
     from ase.calculators.calculator import BaseCalculator
 
-    if text == "fci":
+    if text.lower() == "fci":
         from .fci import FCICalculator
 
         return FCICalculator()
@@ -484,13 +484,29 @@ def _reference_calculator(text: str, other_choices: str = "'shipped'"):
                 raise ImportError(f"file '{module}' does not exist")
             spec = importlib.util.spec_from_file_location(Path(module).stem, module)
             loaded = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(loaded)
+            # as `python FILE.py` would: the file's folder first, for its own imports
+            sys.path.insert(0, str(Path(module).resolve().parent))
+            try:
+                spec.loader.exec_module(loaded)
+            finally:
+                sys.path.pop(0)
         else:
             loaded = importlib.import_module(module)
-        factory = getattr(loaded, name)
-    except (ImportError, AttributeError, SyntaxError) as error:
+    except ImportError as error:
         hint = "" if module.endswith(".py") else " (a module of your own: give FILE.py:NAME, or put its folder on PYTHONPATH)"
-        raise CommandError(f"--reference {text}: cannot import {name} from {module} ({error}){hint}") from None
+        raise CommandError(f"--reference {text}: cannot import {module} ({error}){hint}") from None
+    except Exception as error:  # the user's own code failed while importing
+        raise CommandError(f"--reference {text}: importing {module} failed: {type(error).__name__}: {error}") from None
+    if not hasattr(loaded, name):
+        raise CommandError(f"--reference {text}: {module} has no {name}")
+    factory = getattr(loaded, name)
+    if isinstance(factory, BaseCalculator):
+        return factory  # a calculator made in the module
+    if not callable(factory):
+        raise CommandError(
+            f"--reference {text}: {name} is an object of type {type(factory).__name__}, "
+            "not an ASE calculator, its class or a function that makes one"
+        )
     try:
         calculator = factory()
     except Exception as error:
@@ -499,7 +515,9 @@ def _reference_calculator(text: str, other_choices: str = "'shipped'"):
             "give a class or function that makes the calculator without arguments"
         ) from None
     if not isinstance(calculator, BaseCalculator):
-        raise CommandError(f"--reference {text}: {name}() gave a {type(calculator).__name__}, not an ASE calculator")
+        raise CommandError(
+            f"--reference {text}: {name}() gave an object of type {type(calculator).__name__}, not an ASE calculator"
+        )
     return calculator
 
 
@@ -579,21 +597,26 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_curves(args) -> int:
+    import ase.data
     import numpy as np
 
-    from .analysis import REFERENCES, dimer_curve, plot_curves, reference_curve, trimer_curve, write_lammps_table
+    from .analysis import dimer_curve, plot_curves, trimer_curve, write_lammps_table
+    from .calculator import make_backend
 
     models = args.model or ["default"]
     for model in models:
         _check_model(model)
-    if args.points < 2:
-        raise CommandError(f"--points must be at least 2, got {args.points}")
-    for option in ("output", "lammps_table"):
-        path = getattr(args, option)
-        if path and Path(path).exists() and not args.overwrite:
-            raise CommandError(f"'{path}' exists: pass --overwrite to replace it")
-    import ase.data
-
+    # everything that can be refused is refused before any model runs
+    if args.output:
+        _check_output(Path(args.output), args.overwrite)
+    if args.lammps_table:
+        table = Path(args.lammps_table)
+        if args.kind == "trimer":
+            raise CommandError("--lammps-table writes a dimer's eps_2(r): use --kind dimer or both")
+        if table.exists() and not args.overwrite:
+            raise CommandError(f"'{table}' exists: pass --overwrite to replace it")
+        if not table.parent.exists():
+            raise CommandError(f"folder '{table.parent}' for the LAMMPS table does not exist")
     unknown = [s for s in args.species if s not in ase.data.atomic_numbers or s == "X"]
     if unknown:
         raise CommandError(f"--species takes element symbols (e.g. H, C, Si), got {unknown}")
@@ -605,36 +628,47 @@ def _cmd_curves(args) -> int:
         )
     pair = args.species[:2] if len(args.species) >= 2 else args.species * 2
     triple = (args.species * 3)[:3] if len(args.species) < 3 else args.species[:3]
-    reference = reference_calculator = None
-    text = args.reference or ""
-    if text in REFERENCES or text.lower().endswith(".json") or Path(text).is_file():  # a curve
-        try:
-            reference = reference_curve(args.reference, pair)
-        except (FileNotFoundError, ValueError) as error:
-            raise CommandError(str(error)) from None
-    elif args.reference:
-        # an ASE calculator: its own dimer and trimer curves, computed like the models'
-        choices = f"{', '.join(map(repr, REFERENCES))}, FILE.json"
-        reference_calculator = _reference_calculator(args.reference, choices)
+    kinds = ("dimer", "trimer") if args.kind == "both" else (args.kind,)
+    if args.points is not None and args.points < 2:
+        raise CommandError(f"--points must be at least 2, got {args.points}")
+
+    reference, reference_calculator = _curves_reference(args, pair)
     if reference is not None and args.min is None and args.max is None:
+        if args.points is not None:
+            raise CommandError(
+                f"--points sets the points between --min and --max; the reference curve brings its own "
+                f"{len(reference.distance)}: give --min and --max too, or leave --points out"
+            )
         distances = reference.distance  # the models at the reference's own points
     else:
         low = 0.5 if args.min is None else args.min
         high = 5.0 if args.max is None else args.max
         if not 0 < low < high:
-            raise CommandError(f"need 0 < --min < --max (A), got --min {low} --max {high}")
-        distances = np.linspace(low, high, args.points)
-    # the reference first: a calculator that fails should fail before the models' work
-    reference_curves = []
+            got = [f"{option} {value:g}" + (" (its default)" if given is None else "")
+                   for option, value, given in (("--min", low, args.min), ("--max", high, args.max))]
+            raise CommandError(f"need 0 < --min < --max (A), got {', '.join(got)}")
+        distances = np.linspace(low, high, 91 if args.points is None else args.points)
+
+    # the models' species, checked after loading (cheap) and before any curve
+    backends = []
+    for model in models:
+        try:
+            backend = make_backend(model, args.device)
+            for kind in kinds:
+                backend.check_species(np.array(_symbols_to_numbers(pair if kind == "dimer" else triple)))
+        except ValueError as error:
+            raise CommandError(f"--model {model}: {error}") from None
+        backends.append((model, backend))
+
+    # a reference calculator first: one that fails should fail before the models' work
+    curves = []
     if reference_calculator is not None:
         label = f"{args.reference} (reference)"
-        # its forces only where the calculator has them (they serve the LAMMPS table only)
-        has_forces = "forces" in getattr(reference_calculator, "implemented_properties", ())
-        for kind in ("dimer", "trimer") if args.kind == "both" else (args.kind,):
+        for kind in kinds:
             species = pair if kind == "dimer" else triple
             try:
-                if kind == "dimer":
-                    curve = dimer_curve(reference_calculator, species, distances, label=label, forces=has_forces)
+                if kind == "dimer":  # no forces: the LAMMPS table is a model's
+                    curve = dimer_curve(reference_calculator, species, distances, label=label, forces=False)
                 else:
                     curve = trimer_curve(reference_calculator, species, distances, label=label)
             except Exception as error:
@@ -642,38 +676,72 @@ def _cmd_curves(args) -> int:
                     f"--reference {args.reference} failed on the {'-'.join(species)} {kind} between "
                     f"{distances[0]:g} and {distances[-1]:g} A: {type(error).__name__}: {error}"
                 ) from None
-            reference_curves.append(curve)
-    curves = []
-    for model in models:
-        if args.kind in ("dimer", "both"):
-            curves.append(dimer_curve(model, pair, distances, device=args.device))
-        if args.kind in ("trimer", "both"):
-            curves.append(trimer_curve(model, triple, distances, device=args.device))
-    curves += reference_curves
+            curve.reference = True
+            curves.append(curve)
+    model_curves = []
+    for model, backend in backends:
+        if "dimer" in kinds:
+            model_curves.append(dimer_curve(backend, pair, distances, label=model))
+        if "trimer" in kinds:
+            model_curves.append(trimer_curve(backend, triple, distances, label=model))
+    curves = model_curves + curves
+
     columns = [f"{c.label}:{c.kind}_eV" for c in curves]
     values = [c.energy for c in curves]
     if reference is not None:
         columns.append(f"{reference.label}:dimer_eV")
-        # the reference at the same distances (interpolated only when --min/--max moved them)
+        # the reference at the same distances (interpolated only when --min/--max moved
+        # them; nan outside its range: a reference is not extrapolated)
         same = len(reference.distance) == len(distances) and np.allclose(reference.distance, distances)
         inside = (distances >= reference.distance[0]) & (distances <= reference.distance[-1])
         interpolated = np.where(inside, np.interp(distances, reference.distance, reference.energy), np.nan)
         values.append(reference.energy if same else interpolated)
     print("distance_A," + ",".join(columns))
     for i, d in enumerate(distances):
-        print(f"{d:.4f}," + ",".join(f"{v[i]:.8f}" for v in values))
+        # round-off below the printed digits has no sign
+        print(f"{d:.4f}," + ",".join(f"{v[i]:.8f}".replace("-0.00000000", "0.00000000") for v in values))
     if args.output:
         Path(args.output).unlink(missing_ok=True)
         plot_curves(curves + ([reference] if reference is not None else []), args.output)
         print(f"plot written to '{args.output}'", file=sys.stderr)
     if args.lammps_table:
-        first = next((c for c in curves if c.kind == "dimer"), None)
-        if first is None:
-            raise CommandError("--lammps-table needs a dimer curve: use --kind dimer or both")
+        first = model_curves[0]  # a dimer: --kind dimer or both
         Path(args.lammps_table).unlink(missing_ok=True)
         write_lammps_table(first, args.lammps_table)
         print(f"LAMMPS table of {first.label} written to '{args.lammps_table}'", file=sys.stderr)
     return 0
+
+
+def _symbols_to_numbers(symbols) -> list[int]:
+    import ase.data
+
+    return [ase.data.atomic_numbers[s] for s in symbols]
+
+
+def _curves_reference(args, pair):
+    """--reference of curves: (a reference dimer curve, None) for 'pbe' or a JSON
+    file; (None, an ASE calculator) for 'fci', MODULE:NAME or FILE.py:NAME; (None,
+    None) without one."""
+    from .analysis import REFERENCES, reference_curve
+
+    text = args.reference
+    if text is None:
+        return None, None
+    is_curve_file = text.lower().endswith(".json") or (Path(text).is_file() and not text.endswith(".py"))
+    if text.lower() != "fci" and (text.lower() in REFERENCES or is_curve_file):
+        if args.kind == "trimer":
+            raise CommandError(
+                f"--reference {text} is a dimer curve; a trimer needs a reference calculator: "
+                "--reference fci, MODULE:NAME or FILE.py:NAME (or use --kind both)"
+            )
+        try:
+            return reference_curve(text, pair), None
+        except (FileNotFoundError, ValueError) as error:
+            raise CommandError(f"--reference: {error}") from None
+    if text.endswith(".py"):
+        raise CommandError(f"--reference {text}: give the calculator in the file too, as {text}:NAME")
+    choices = f"{', '.join(map(repr, REFERENCES))}, FILE.json"
+    return None, _reference_calculator(text, choices)
 
 
 def _cmd_models(args) -> int:
@@ -805,21 +873,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     curves.add_argument(
         "--reference", default=None,
-        help="reference: a dimer curve, 'pbe' (shipped, PySCF) or a JSON file of the same layout (the "
-        "models are then evaluated at its distances unless --min/--max are given); or an ASE calculator, "
-        "'fci' (FCI/STO-3G, hydrogen) or MODULE:NAME / FILE.py:NAME of a calculator class or factory "
-        "called without arguments, whose dimer and trimer curves are computed like the models'",
+        help="reference: a dimer curve, 'pbe' (shipped, PySCF) or FILE.json "
+        '({"A-B": {"distance_A": [...], "binding_energy_eV": [...]}}; the models are then evaluated at its '
+        "distances unless --min/--max are given); or an ASE calculator whose dimer and trimer curves are "
+        "computed like the models': 'fci' (FCI/STO-3G, hydrogen), or MODULE:NAME / FILE.py:NAME of a "
+        "calculator, its class, or a function that makes one without arguments",
     )
-    curves.add_argument("--species", nargs="+", default=["H"], help="element symbols (default H)")
+    curves.add_argument(
+        "--species", nargs="+", default=["H"],
+        help="element symbols: one (H: H-H and H-H-H), two (C H: the C-H dimer and the C-H-C trimer) or "
+        "three (the trimer; its first two make the dimer) (default H)",
+    )
     curves.add_argument(
         "--kind", choices=["dimer", "trimer", "both"], default="both",
         help="dimer: two-body energy of a pair at distance r; trimer: three-body energy of an "
         "equilateral triangle of side r (default %(default)s)",
     )
-    curves.add_argument("--min", type=float, default=None, help="shortest distance in A (default 0.5)")
-    curves.add_argument("--max", type=float, default=None, help="longest distance in A (default 5.0)")
+    curves.add_argument("--min", type=float, default=None,
+                        help="shortest distance in A (default 0.5, or a reference curve's own points)")
+    curves.add_argument("--max", type=float, default=None,
+                        help="longest distance in A (default 5.0, or a reference curve's own points)")
     curves.add_argument(
-        "--points", type=int, default=91, help="number of distances from --min to --max (default %(default)s)"
+        "--points", type=int, default=None, help="number of distances from --min to --max (default 91)"
     )
     curves.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
     curves.add_argument("-o", "--output", default=None, help="plot to FILE.png or FILE.pdf (default: no plot)")

@@ -61,7 +61,7 @@ def test_curves_command_with_models_and_a_reference(tmp_path, capsys):
     assert main(arguments) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     header = lines[0].split(",")
-    assert header == ["distance_A", "default:dimer_eV", "soap-bpnn-h-fci:dimer_eV", "ref:dimer_eV"]
+    assert header == ["distance_A", "default:dimer_eV", "soap-bpnn-h-fci:dimer_eV", "ref (reference):dimer_eV"]
     rows = np.array([line.split(",") for line in lines[1:]], dtype=float)
     assert np.allclose(rows[:, 0], distances, atol=1e-4)  # the models at the reference's points
     assert np.allclose(rows[:, 3], -np.exp(-distances))
@@ -74,10 +74,76 @@ def test_curves_command_with_models_and_a_reference(tmp_path, capsys):
 
 def test_reference_errors(tmp_path):
     path = _reference_file(tmp_path, [1.0, 2.0], [-1.0, 0.0])
-    with pytest.raises(ValueError, match=r"no C-C curve; it has \['H-H'\]"):
+    with pytest.raises(ValueError, match=r"no C-C curve; it has: H-H"):
         reference_curve(str(path), ("C", "C"))
-    with pytest.raises(FileNotFoundError, match="neither a shipped reference"):
+    with pytest.raises(FileNotFoundError, match=r"neither a shipped reference \(pbe\) nor a file"):
         reference_curve("nowhere.json", ("H", "H"))
+    broken = {
+        '{"H-H": {"distance_A": [1, 2]}}': "entry must be",
+        '{"H-H": {"distance_A": [1, 2, 3], "binding_energy_eV": [0, 1]}}': "as many energies as distances",
+        '{"H-H": {"distance_A": [1], "binding_energy_eV": [0]}}': "at least two points",
+        '{"H-H": {"distance_A": [1, 1], "binding_energy_eV": [0, 1]}}': "positive and distinct",
+        '{"H-H": {"distance_A": ["a", 1], "binding_energy_eV": [0, 1]}}': "lists of numbers",
+        "[1, 2, 3]": "must be a JSON object",
+        '{"H-H": ': "is not a JSON file",
+    }
+    for text, message in broken.items():
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            reference_curve(str(path), ("H", "H"))
+    # points in any order come back sorted; names of shipped ones in any case
+    _reference_file(tmp_path, [2.0, 1.0, 3.0], [-0.5, -1.0, 0.0])
+    curve = reference_curve(str(tmp_path / "ref.json"), ("H", "H"))
+    assert curve.reference and curve.distance.tolist() == [1, 2, 3] and curve.energy.tolist() == [-1, -0.5, 0]
+    assert reference_curve("PBE", ("H", "H")).label == "PBE (reference)"
+
+
+def test_curves_refuses_before_any_model_runs(tmp_path, capsys, monkeypatch):
+    """Every mistake that can be seen from the command line is refused up front, as
+    one line (the models are never evaluated: dimer_curve would fail the test)."""
+    import ase_bodyorder.analysis
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a curve was computed")
+
+    monkeypatch.setattr(ase_bodyorder.analysis, "dimer_curve", must_not_run)
+    monkeypatch.setattr(ase_bodyorder.analysis, "trimer_curve", must_not_run)
+    (tmp_path / "mine.py").write_text("x = undefined_name\n")
+    (tmp_path / "plain.py").write_text(
+        "from ase.calculators.lj import LennardJones\nnumber = 3\ncalculator = LennardJones()\n")
+    monkeypatch.chdir(tmp_path)
+    _reference_file(tmp_path, [1.0, 2.0], [-1.0, 0.0])
+    cases = {
+        ("--model", "default", "--species", "C"): "--model default: species ['C']",
+        ("--kind", "trimer", "--lammps-table", "t.table"): "--lammps-table writes a dimer",
+        ("-o", "nowhere/p.png"): "folder 'nowhere' for the figure does not exist",
+        ("-o", "p.txt"): "must end in .png, .pdf or .svg",
+        ("--lammps-table", "nowhere/t.table"): "folder 'nowhere' for the LAMMPS table",
+        ("--reference", "mine.py"): "give the calculator in the file too, as mine.py:NAME",
+        ("--reference", "mine.py:make"): "importing mine.py failed: NameError",
+        ("--reference", "plain.py:missing"): "plain.py has no missing",
+        ("--reference", "plain.py:number"): "number is an object of type int",
+        ("--reference", "pbe", "--kind", "trimer"): "a trimer needs a reference calculator",
+        ("--reference", "ref.json", "--points", "5"): "the reference curve brings its own 2",
+        ("--reference", "nothere.json"): "--reference: reference 'nothere.json' is neither",
+        ("--max", "0.4"): "got --min 0.5 (its default), --max 0.4",
+    }
+    for arguments, message in cases.items():
+        assert main(["curves", *arguments]) == 2, arguments
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (arguments, err)
+
+
+def test_a_calculator_made_in_the_file_is_taken_as_it_is(tmp_path, capsys, monkeypatch):
+    (tmp_path / "helpers.py").write_text("SIGMA = 0.9\n")
+    (tmp_path / "plain.py").write_text(  # imports a file next to it, as `python plain.py` could
+        "from ase.calculators.lj import LennardJones\nfrom helpers import SIGMA\n"
+        "calculator = LennardJones(sigma=SIGMA, rc=4.0)\n")
+    assert main(["curves", "--reference", f"{tmp_path / 'plain.py'}:calculator", "--kind", "dimer",
+                 "--min", "1", "--max", "2", "--points", "3"]) == 0
+    rows = np.array([line.split(",") for line in capsys.readouterr().out.strip().splitlines()[1:]], dtype=float)
+    lj = lambda x: 4 * ((0.9 / x) ** 12 - (0.9 / x) ** 6)  # noqa: E731
+    np.testing.assert_allclose(rows[:, 2], lj(rows[:, 0]) - lj(4.0), rtol=0, atol=1e-7)
 
 
 def test_an_uneven_grid_is_written_without_lammps_r_keyword(pair_potential, tmp_path):
@@ -110,7 +176,9 @@ def test_curves_with_a_reference_calculator(tmp_path, capsys):
     arguments = ["curves", "--model", "default", "--reference", "ase.calculators.lj:LennardJones",
                  "--species", "H", "--min", "0.9", "--max", "2.5", "--points", "5", "-o", str(tmp_path / "c.png")]
     assert main(arguments) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    out = capsys.readouterr().out
+    assert "-0.00000000" not in out  # round-off has no sign
+    lines = out.strip().splitlines()
     label = "ase.calculators.lj:LennardJones (reference)"
     assert lines[0].split(",") == ["distance_A", "default:dimer_eV", "default:trimer_eV",
                                    f"{label}:dimer_eV", f"{label}:trimer_eV"]
