@@ -235,8 +235,13 @@ def plot_curves(curves: list[Curve], output) -> None:
         for curve in (c for c in curves if (c.kind, c.species) == (kind, species)):
             ax.plot(curve.distance, curve.energy, "k--" if curve.reference else "-", label=curve.label, lw=1.5)
             low.append(np.nanmin(curve.energy))
-        # most of a repulsive wall hides the well: show down from the deepest well
+        # most of a repulsive wall hides the well: show down from the deepest well, but
+        # not so deep that one curve's collapse (a model far outside its data at short
+        # range) flattens the others: at most 3 times the typical well
         bottom = min(low) if low else -1.0
+        typical = float(np.median(low)) if low else 0.0
+        if typical < 0:
+            bottom = max(bottom, 3 * typical)
         ax.set_ylim(1.15 * min(bottom, -0.1), max(0.6 * abs(bottom), 0.5))
         ax.axhline(0, color="k", lw=0.5)
         names = "-".join(ase.data.chemical_symbols[z] for z in species)
