@@ -180,26 +180,12 @@ def reference_expansions(
     computed = cached = 0
     for index, atoms in enumerate(clusters):
         subclusters = _plan(atoms, max_order, cutoff)
+        if store is None:
+            out.append(assemble(subclusters, _shipped_energies(atoms, index, subclusters))["body_order_energies"])
+            continue
         energies = []
         for m, cluster in enumerate(subclusters):
             members = subclusters.parent[subclusters.ptr[m] : subclusters.ptr[m + 1]]
-            if store is None:
-                table = atoms.info.get("subcluster_energies")
-                where = atoms.info.get("subcluster_energies_positions")
-                if table is not None and (where is None or np.shape(where) != atoms.positions.shape
-                                          or np.abs(np.asarray(where) - atoms.positions).max() > 1e-8):
-                    raise ValueError(
-                        f"cluster {index} is not the geometry its shipped FCI energies belong to (moved, "
-                        "sliced or rebuilt): give a reference calculator (e.g. FCICalculator)"
-                    )
-                name = ",".join(map(str, sorted(members.tolist())))
-                if table is None or name not in table:
-                    raise ValueError(
-                        f"cluster {index} has no shipped reference energy of subcluster {name}: the "
-                        "'shipped' reference only covers shipped_clusters(); give a reference calculator"
-                    )
-                energies.append(float(table[name]))
-                continue
             key = store.key(cluster)
             if key in store.energies:
                 cached += 1
@@ -211,6 +197,30 @@ def reference_expansions(
     if counts is not None:
         counts.update(computed=computed, cached=cached, cache_file=None if store is None else store.file)
     return out
+
+
+def _shipped_energies(atoms: ase.Atoms, index: int, subclusters) -> list[float]:
+    """The shipped FCI energies of every subcluster of one of :func:`shipped_clusters`
+    (its geometry checked once)."""
+    table = atoms.info.get("subcluster_energies")
+    where = atoms.info.get("subcluster_energies_positions")
+    if table is not None and (where is None or np.shape(where) != atoms.positions.shape
+                              or np.abs(np.asarray(where) - atoms.positions).max() > 1e-8):
+        raise ValueError(
+            f"cluster {index} is not the geometry its shipped FCI energies belong to (moved, "
+            "sliced or rebuilt): give a reference calculator (e.g. FCICalculator)"
+        )
+    energies = []
+    for m in range(len(subclusters.ptr) - 1):
+        members = subclusters.parent[subclusters.ptr[m] : subclusters.ptr[m + 1]]
+        name = ",".join(map(str, sorted(members.tolist())))
+        if table is None or name not in table:
+            raise ValueError(
+                f"cluster {index} has no shipped reference energy of subcluster {name}: the "
+                "'shipped' reference only covers shipped_clusters(); give a reference calculator"
+            )
+        energies.append(float(table[name]))
+    return energies
 
 
 def _reference(reference):
