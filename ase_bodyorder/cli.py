@@ -655,7 +655,8 @@ def _cmd_curves(args) -> int:
         try:
             backend = make_backend(model, args.device)
             for kind in kinds:
-                backend.check_species(np.array(_symbols_to_numbers(pair if kind == "dimer" else triple)))
+                species = pair if kind == "dimer" else triple
+                backend.check_species(np.array([ase.data.atomic_numbers[s] for s in species]))
         except ValueError as error:
             raise CommandError(f"--model {model}: {error}") from None
         backends.append((model, backend))
@@ -710,12 +711,6 @@ def _cmd_curves(args) -> int:
         write_lammps_table(first, args.lammps_table)
         print(f"LAMMPS table of {first.label} written to '{args.lammps_table}'", file=sys.stderr)
     return 0
-
-
-def _symbols_to_numbers(symbols) -> list[int]:
-    import ase.data
-
-    return [ase.data.atomic_numbers[s] for s in symbols]
 
 
 def _curves_reference(args, pair):
