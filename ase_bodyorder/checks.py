@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import LocalityError  # noqa: F401 (re-exported)
 from .backends.base import Backend, ClusterBatch
 
 __all__ = ["LocalityError", "check_locality"]
-
-
-class LocalityError(ValueError):
-    """The model interacts beyond the cutoff, or cannot be evaluated packed."""
 
 
 def _batch(clusters: list[tuple[np.ndarray, np.ndarray]]) -> ClusterBatch:

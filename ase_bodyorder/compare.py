@@ -25,6 +25,8 @@ from pathlib import Path
 import ase
 import numpy as np
 
+from .errors import ReferenceFailed  # noqa: F401 (re-exported)
+
 __all__ = [
     "Comparison",
     "ReferenceFailed",
@@ -39,10 +41,6 @@ __all__ = [
 MAX_BODIES_ALL_SUBSETS = 12
 _SHIPPED = Path(__file__).resolve().parent / "references" / "fci_h8_mbe.json"
 SHIPPED_METHOD = "FCI/STO-3G"
-
-
-class ReferenceFailed(RuntimeError):
-    """The reference calculator failed on a subcluster (named in the message)."""
 
 
 def shipped_clusters() -> list[ase.Atoms]:

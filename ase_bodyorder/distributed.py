@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import DistributedError  # noqa: F401 (re-exported)
 from .backends.base import Backend, ClusterBatch
 
 __all__ = ["DaskBackend", "DistributedError", "ModelRecipe", "check_client", "connect", "decompose_frames", "local_client"]
@@ -38,10 +39,6 @@ __all__ = ["DaskBackend", "DistributedError", "ModelRecipe", "check_client", "co
 TASKS_PER_THREAD = 2
 #: smallest chunk worth a task (atoms): below it the scatter/gather overhead dominates
 MIN_CHUNK_ATOMS = 256
-
-
-class DistributedError(RuntimeError):
-    """The Dask cluster failed the work: scheduler lost, workers dying."""
 
 
 def _require_distributed():

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import ExpansionTooLargeError  # noqa: F401 (re-exported)
+
 __all__ = [
     "BodyGraph",
     "ExpansionTooLargeError",
@@ -36,10 +38,6 @@ __all__ = [
     "molecules",
     "plan_expansion",
 ]
-
-
-class ExpansionTooLargeError(RuntimeError):
-    """The expansion would need more subclusters, or more memory, than allowed."""
 
 
 #: bytes held per subcluster atom once planned and packed: parent, lattice shift,

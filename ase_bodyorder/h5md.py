@@ -29,6 +29,8 @@ import ase
 import h5py
 import numpy as np
 
+from .errors import LogExistsError, LogMismatchError  # noqa: F401 (re-exported)
+
 __all__ = ["H5MDWriter", "LogData", "read_log", "LogExistsError", "LogMismatchError"]
 
 # spelled as H5MD readers (MDAnalysis) know them; forces are stored in kJ/mol/A, the
@@ -42,14 +44,6 @@ UNITS = {
 }
 #: kJ/mol/A per eV/A
 FORCE_TO_FILE = 1.0 / (ase.units.kJ / ase.units.mol)
-
-
-class LogExistsError(FileExistsError):
-    """The log file exists and neither overwrite nor append was asked for."""
-
-
-class LogMismatchError(ValueError):
-    """An existing log does not match the run that wants to append to it."""
 
 
 class _Series:

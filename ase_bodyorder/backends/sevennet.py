@@ -26,13 +26,10 @@ from pathlib import Path
 import ase
 import numpy as np
 
+from ..errors import MissingDependencyError  # noqa: F401 (re-exported)
 from .base import Backend, ClusterBatch, file_sha256
 
 __all__ = ["MissingDependencyError", "PRETRAINED", "SevenNetBackend", "installed_pretrained", "is_sevennet_model"]
-
-
-class MissingDependencyError(ImportError):
-    """An optional dependency the asked-for model needs is not installed."""
 
 
 #: names of the pretrained models (checkpoint file inside the sevenn wheel, modal)
