@@ -21,14 +21,17 @@ from dataclasses import dataclass
 import ase
 import numpy as np
 
+from .errors import InputError
 from .backends.base import ClusterBatch
-from .calculator import make_backend
+from .backends.select import make_backend, model_label
 from .decomposition import decompose
 
 __all__ = [
     "Curve",
     "REFERENCES",
     "convergence",
+    "curves_csv",
+    "curves_table",
     "dimer_curve",
     "plot_curves",
     "read_lammps_table",
@@ -56,25 +59,8 @@ class Curve:
     reference: bool = False
 
 
-def _label(model) -> str:
-    import os
-
-    if isinstance(model, (str, os.PathLike)):
-        return str(model)
-    return type(model).__name__
-
-
-def _batch(clusters: list[tuple[list[int], np.ndarray]]) -> ClusterBatch:
-    sizes = [len(n) for n, _ in clusters]
-    return ClusterBatch(
-        np.concatenate([p for _, p in clusters]).astype(np.float64),
-        np.concatenate([n for n, _ in clusters]).astype(np.int64),
-        np.concatenate([[0], np.cumsum(sizes)]),
-    )
-
-
 def _energies(backend, clusters: list[tuple[list[int], np.ndarray]]) -> np.ndarray:
-    return backend.evaluate(_batch(clusters), forces=False)[0]
+    return backend.evaluate(ClusterBatch.from_clusters(clusters), forces=False)[0]
 
 
 def _atoms(species) -> list[int]:
@@ -92,11 +78,11 @@ def dimer_curve(
     distances = np.linspace(0.5, 5.0, 91) if distances is None else np.asarray(distances, float)
     clusters = [([a], np.zeros((1, 3))), ([b], np.zeros((1, 3)))]
     clusters += [([a, b], np.array([[0.0, 0.0, 0.0], [0.0, 0.0, d]])) for d in distances]
-    batch = _batch(clusters)
+    batch = ClusterBatch.from_clusters(clusters)
     e, f = backend.evaluate(batch, forces=forces)
     # the force on the second atom along the bond (+z) is -dE/dr
     force = f[batch.ptr[2:-1] + 1, 2] if forces else None
-    return Curve("dimer", (a, b), distances, e[2:] - e[0] - e[1], label or _label(model), force)
+    return Curve("dimer", (a, b), distances, e[2:] - e[0] - e[1], label or model_label(model), force)
 
 
 def trimer_curve(model, species=("H", "H", "H"), distances=None, *, device=None, label=None) -> Curve:
@@ -115,7 +101,7 @@ def trimer_curve(model, species=("H", "H", "H"), distances=None, *, device=None,
     e = _energies(backend, clusters)
     singles, rest = e[:3], e[3:].reshape(len(distances), 4)
     eps3 = rest[:, 3] - rest[:, :3].sum(axis=1) + singles.sum()
-    return Curve("trimer", tuple(z), distances, eps3, label or _label(model))
+    return Curve("trimer", tuple(z), distances, eps3, label or model_label(model))
 
 
 def convergence(atoms: ase.Atoms, model, max_order: int, **kwargs) -> dict:
@@ -126,7 +112,7 @@ def convergence(atoms: ase.Atoms, model, max_order: int, **kwargs) -> dict:
         "truncated_energies": result.truncated_energies,
         "body_order_energies": result.body_order_energies,
         "full_energy": result.full_energy,
-        "counts": result.counts,
+        "subcluster_counts": result.subcluster_counts,
     }
 
 
@@ -153,36 +139,63 @@ def reference_curve(reference: str, species) -> Curve:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"reference '{reference}' is not a JSON file: {error}") from None
+        raise InputError(f"reference '{reference}' is not a JSON file: {error}") from None
     layout = 'a JSON object {"A-B": {"distance_A": [...], "binding_energy_eV": [...]}}'
     if not isinstance(data, dict):
-        raise ValueError(f"reference '{reference}' must be {layout}, not a {type(data).__name__}")
+        raise InputError(f"reference '{reference}' must be {layout}, not a {type(data).__name__}")
     a, b = _atoms(species)
     names = [ase.data.chemical_symbols[z] for z in (a, b)]
     key = next((k for k in (f"{names[0]}-{names[1]}", f"{names[1]}-{names[0]}") if k in data), None)
     if key is None:
         pairs = ", ".join(sorted(k for k in data if "-" in k)) or "none"
-        raise ValueError(f"reference '{reference}' has no {names[0]}-{names[1]} curve; it has: {pairs}")
+        raise InputError(f"reference '{reference}' has no {names[0]}-{names[1]} curve; it has: {pairs}")
     curve = data[key]
     if not isinstance(curve, dict) or "distance_A" not in curve or "binding_energy_eV" not in curve:
-        raise ValueError(
+        raise InputError(
             f"reference '{reference}': its {key} entry must be {{\"distance_A\": [...], \"binding_energy_eV\": [...]}}"
         )
     try:
         distance = np.asarray(curve["distance_A"], float)
         energy = np.asarray(curve["binding_energy_eV"], float)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"reference '{reference}': {key} must hold lists of numbers ({error})") from None
+        raise InputError(f"reference '{reference}': {key} must hold lists of numbers ({error})") from None
     if distance.ndim != 1 or distance.shape != energy.shape or len(distance) < 2:
-        raise ValueError(
+        raise InputError(
             f"reference '{reference}': {key} needs at least two points and as many energies as distances "
             f"(got {distance.size} distances, {energy.size} energies)"
         )
     order = np.argsort(distance, kind="stable")
     distance, energy = distance[order], energy[order]
     if not (np.all(np.isfinite(distance)) and np.all(distance > 0) and np.all(np.diff(distance) > 0)):
-        raise ValueError(f"reference '{reference}': {key}'s distances must be positive and distinct")
+        raise InputError(f"reference '{reference}': {key}'s distances must be positive and distinct")
     return Curve("dimer", (a, b), distance, energy, label, reference=True)
+
+
+def curves_table(curves: list[Curve], distances, reference: Curve | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """The columns of a table of curves at ``distances``: names (``label:kind_eV``) and
+    values. A reference dimer curve comes last, at its own points when they are these
+    distances, else interpolated linearly (NaN outside its range: a reference is not
+    extrapolated)."""
+    distances = np.asarray(distances, dtype=float)
+    columns = [f"{c.label}:{c.kind}_eV" for c in curves]
+    values = [np.asarray(c.energy) for c in curves]
+    if reference is not None:
+        columns.append(f"{reference.label}:dimer_eV")
+        same = len(reference.distance) == len(distances) and np.allclose(reference.distance, distances)
+        inside = (distances >= reference.distance[0]) & (distances <= reference.distance[-1])
+        interpolated = np.where(inside, np.interp(distances, reference.distance, reference.energy), np.nan)
+        values.append(np.asarray(reference.energy) if same else interpolated)
+    return columns, values
+
+
+def curves_csv(curves: list[Curve], distances, reference: Curve | None = None) -> str:
+    """:func:`curves_table` as CSV: a ``distance_A`` column, then one per curve (eV, 8
+    decimals; round-off below them printed without a sign)."""
+    columns, values = curves_table(curves, distances, reference)
+    lines = ["distance_A," + ",".join(columns)]
+    for i, d in enumerate(np.asarray(distances, dtype=float)):
+        lines.append(f"{d:.4f}," + ",".join(f"{v[i]:.8f}".replace("-0.00000000", "0.00000000") for v in values))
+    return "\n".join(lines) + "\n"
 
 
 def write_lammps_table(curve: Curve, path, keyword: str | None = None) -> None:
@@ -190,7 +203,7 @@ def write_lammps_table(curve: Curve, path, keyword: str | None = None) -> None:
     file: ``pair_style table linear N`` and ``pair_coeff I J FILE KEYWORD``. Energies
     in eV, distances in A, forces in eV/A (LAMMPS ``units metal``)."""
     if curve.kind != "dimer" or curve.force is None:
-        raise ValueError("a LAMMPS table needs a dimer curve computed with its forces (dimer_curve)")
+        raise InputError("a LAMMPS table needs a dimer curve computed with its forces (dimer_curve)")
     names = "-".join(ase.data.chemical_symbols[z] for z in curve.species)
     keyword = keyword or f"{names.replace('-', '_')}_EPS2"
     lines = [

@@ -13,72 +13,28 @@ import time
 import ase
 import numpy as np
 from ase.calculators.calculator import (
-    BaseCalculator,
     Calculator,
     PropertyNotImplementedError,
     all_changes,
 )
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from .mbe import Subclusters, assemble, evaluate_batch, plan_subclusters
-from .backends.ase_calculator import AseCalculatorBackend
-from .backends.base import Backend, ClusterBatch
+from .backends.base import ClusterBatch
+from .backends.select import make_backend  # noqa: F401 (also importable from here)
 from .checks import check_locality
+from .errors import InputError, RunError, SettingError
 from .expansion import check_fragments
+from .mbe import Subclusters, assemble, evaluate_batch, plan_subclusters
 
-__all__ = ["BodyOrderCalculator", "MODEL_CUTOFF", "make_backend"]
+__all__ = ["BodyOrderCalculator", "MODEL_CUTOFF"]
 
 #: default ``cutoff``: the largest neighbour-list cutoff the model requests
 MODEL_CUTOFF = "model"
 
 #: settings whose change makes the cached enumeration and the last results stale
 _PLAN_PARAMETERS = {"max_order", "cutoff", "fragments", "skin", "max_subclusters"}
-
-
-def make_backend(
-    model,
-    device: str | None = None,
-    *,
-    variant: str | None = None,
-    extensions_directory=None,
-    dtype: str | None = None,
-) -> Backend:
-    """A backend for a metatomic model (path, ``"default"`` or a shipped model's name,
-    loaded model), a SevenNet model (``"sevennet-0"``, another pretrained name, or a
-    ``.pth`` checkpoint), any ASE calculator, or a ready
-    :class:`~ase_bodyorder.backends.Backend`.
-
-    ``variant`` (the energy output ``energy/<variant>``) and ``extensions_directory``
-    are passed to metatomic, as metatomic's own calculator takes them. ``dtype``
-    chooses SevenNet's precision (default float64); a metatomic model computes in its
-    own dtype, which ``dtype`` must then equal.
-    """
-    if isinstance(model, Backend):
-        return model
-    if isinstance(model, BodyOrderCalculator):
-        raise TypeError(
-            "a BodyOrderCalculator is not a model: give its model, or pass the calculator itself "
-            "as calculator= (decompose) where that is taken"
-        )
-    if isinstance(model, BaseCalculator):
-        if variant is not None or extensions_directory is not None or dtype is not None:
-            raise ValueError("variant, extensions_directory and dtype apply to models, not ASE calculators")
-        return AseCalculatorBackend(model)
-    from .backends.sevennet import SevenNetBackend, is_sevennet_model
-
-    if is_sevennet_model(model):
-        if variant is not None or extensions_directory is not None:
-            raise ValueError("variant and extensions_directory apply to metatomic models, not SevenNet")
-        return SevenNetBackend(model, dtype=dtype or "float64", device=device)
-    from .backends.metatomic import MetatomicBackend
-    from .models import resolve_model
-
-    if isinstance(model, (str, os.PathLike)):
-        model = resolve_model(model)
-    backend = MetatomicBackend(model, device=device, variant=variant, extensions_directory=extensions_directory)
-    if dtype is not None and dtype != backend.dtype:
-        raise ValueError(f"this metatomic model computes in {backend.dtype}, not {dtype}: its dtype is fixed at export")
-    return backend
+#: what a calculator is made with and cannot change: make a new one
+_FIXED = {"model", "device", "variant", "extensions_directory", "dtype", "client"}
 
 
 def _setting(name: str, doc: str) -> property:
@@ -175,20 +131,15 @@ class BodyOrderCalculator(Calculator):
         model,
         max_order: int | None = None,
         *,
-        cutoff: float | str | None = MODEL_CUTOFF,
-        fragments: list[list[int]] | None = None,
         device: str | None = None,
         variant: str | None = None,
         extensions_directory: str | os.PathLike | None = None,
         dtype: str | None = None,
-        skin: float = 0.0,
-        max_subclusters: int | None = 5_000_000,
-        max_atoms_per_chunk: int | None = None,
-        check_locality: bool = True,
-        forces_with_energy: bool = True,
         client=None,
         **kwargs,
     ):
+        # the settings (cutoff, fragments, skin, ...) come in **kwargs: their defaults
+        # are written once, in default_parameters, which ASE's Calculator starts from
         self.backend = make_backend(
             model, device, variant=variant, extensions_directory=extensions_directory, dtype=dtype
         )
@@ -201,30 +152,18 @@ class BodyOrderCalculator(Calculator):
             "dtype": dtype,
         }
         if client is not None:
-            from .distributed import DaskBackend
+            from .backends.dask import DaskBackend
 
             self.backend = DaskBackend.from_model(client, model, self.backend, **self.model_settings)
-        self._model_settings = {"model": _model_name(model, self.backend)}
-        self._model_settings.update(
-            {k: v for k, v in self.model_settings.items() if v is not None and k != "extensions_directory"}
-        )
         self._checked_species: set[int] = set()
         self._one_body: dict[int, float] = {}
         self._plan_cache: dict[int, tuple[ase.Atoms, Subclusters]] = {}
         self._fragments_checked_for: int | None = None
         #: seconds spent in each stage of the last calculation
         self.timings: dict[str, float] = {}
-        super().__init__(
-            max_order=max_order,
-            cutoff=cutoff,
-            fragments=fragments,
-            skin=skin,
-            max_subclusters=max_subclusters,
-            max_atoms_per_chunk=max_atoms_per_chunk,
-            check_locality=check_locality,
-            forces_with_energy=forces_with_energy,
-            **kwargs,
-        )
+        super().__init__(max_order=max_order, **kwargs)
+        if "cutoff" not in kwargs:  # the default "model" needs a model that says its radius
+            self._checked_setting("cutoff", self.parameters["cutoff"])
 
     # ------------------------------------------------------------------------------
     # settings, as ASE calculators keep them
@@ -244,10 +183,13 @@ class BodyOrderCalculator(Calculator):
         enumeration and the locality probe are discarded when a setting they depend on
         changes."""
         unknown = sorted(set(kwargs) - set(self.default_parameters))
+        fixed = sorted(set(unknown) & _FIXED)
+        if fixed:
+            raise SettingError(
+                f"{', '.join(fixed)}: the model, device and client are fixed: create a new BodyOrderCalculator"
+            )
         if unknown:
-            if "model" in unknown or "device" in unknown or "client" in unknown:
-                raise ValueError("the model, device and client are fixed: create a new BodyOrderCalculator")
-            raise TypeError(
+            raise SettingError(
                 f"unknown setting(s) {unknown}; BodyOrderCalculator takes {sorted(self.default_parameters)}"
             )
         checked = {key: self._checked_setting(key, value) for key, value in kwargs.items()}
@@ -270,18 +212,18 @@ class BodyOrderCalculator(Calculator):
             if value is None:
                 return None
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"max_order must be an integer >= 1 or None, got {value!r}")
+                raise SettingError(f"max_order must be an integer >= 1 or None, got {value!r}")
             if value < 1:
-                raise ValueError(f"max_order must be >= 1, got {value}")
+                raise InputError(f"max_order must be >= 1, got {value}")
             return int(value)
         if key == "cutoff":
             if value is None:
                 return None
             if isinstance(value, str):
                 if value != MODEL_CUTOFF:
-                    raise ValueError(f"cutoff must be a number of angstrom, {MODEL_CUTOFF!r} or None, got {value!r}")
+                    raise InputError(f"cutoff must be a number of angstrom, {MODEL_CUTOFF!r} or None, got {value!r}")
                 if self.backend.default_cutoff is None:
-                    raise ValueError(
+                    raise InputError(
                         f"{self.backend.describe().get('model', 'this model')} does not say how "
                         "far it reaches: give cutoff=... (angstrom), or cutoff=None for every subset"
                     )
@@ -289,33 +231,43 @@ class BodyOrderCalculator(Calculator):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
                 np.isfinite(value) and value > 0
             ):
-                raise ValueError(f"cutoff must be a positive number of angstrom, {MODEL_CUTOFF!r} or None, got {value!r}")
+                raise InputError(f"cutoff must be a positive number of angstrom, {MODEL_CUTOFF!r} or None, got {value!r}")
             return float(value)
         if key == "fragments":
             return None if value is None else [[int(a) for a in f] for f in value]
         if key == "skin":
             if not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"skin must be >= 0, got {value}")
+                raise InputError(f"skin must be >= 0, got {value}")
             return float(value)
         if key == "max_atoms_per_chunk":
             if value is None:
                 return None
             if int(value) < 1:
-                raise ValueError(f"max_atoms_per_chunk must be >= 1, got {value}")
+                raise InputError(f"max_atoms_per_chunk must be >= 1, got {value}")
             return int(value)
         if key == "max_subclusters":
             return None if value is None else int(value)
         return bool(value)  # check_locality, forces_with_energy
 
     def todict(self, skip_default: bool = True) -> dict:
-        """The model and the settings (without those left at their defaults, as ASE
-        does), as plain JSON-ready values."""
+        """The model and the settings as plain JSON-ready values (without settings left
+        at their defaults, as ASE does), such that ``BodyOrderCalculator(**todict())``
+        makes the same calculator. A model given as an object (a loaded model, an ASE
+        calculator, a backend) cannot be written down: that is refused, as metatomic's
+        calculator refuses a model that is not a file."""
+        if not isinstance(self.model_source, (str, os.PathLike)):
+            raise RunError(
+                f"todict() cannot name a model given as a {type(self.model_source).__name__} object: "
+                "make the BodyOrderCalculator with a model file or name to use todict()"
+            )
+        model = {"model": str(self.model_source)}
+        model.update({k: v for k, v in self.model_settings.items() if v is not None})
         settings = {
             key: value
             for key, value in self.parameters.items()
             if not (skip_default and value == self.default_parameters.get(key, object()))
         }
-        return {**self._model_settings, **settings}
+        return {**model, **settings}
 
     @property
     def client(self):
@@ -338,11 +290,11 @@ class BodyOrderCalculator(Calculator):
         positions = atoms.positions
         if not np.all(np.isfinite(positions)):
             bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
-            raise ValueError(f"positions of atoms {bad[:10].tolist()} are not finite (NaN or inf)")
+            raise InputError(f"positions of atoms {bad[:10].tolist()} are not finite (NaN or inf)")
         if atoms.pbc.any() and not np.all(np.isfinite(atoms.cell.array)):
-            raise ValueError("the cell holds non-finite values")
+            raise InputError("the cell holds non-finite values")
         if atoms.pbc.any() and abs(atoms.cell.volume) < 1e-12 and atoms.pbc.all():
-            raise ValueError("periodic cell has zero volume")
+            raise InputError("periodic cell has zero volume")
         if self.fragments is not None and self._fragments_checked_for != len(atoms):
             check_fragments(self.fragments, len(atoms))  # once, not at every MD step
             self._fragments_checked_for = len(atoms)
@@ -384,8 +336,7 @@ class BodyOrderCalculator(Calculator):
         """Isolated-atom energies: they depend on the species only, computed once."""
         missing = sorted(set(species) - set(self._one_body))
         if missing:
-            batch = ClusterBatch(np.zeros((len(missing), 3)), np.array(missing), np.arange(len(missing) + 1))
-            energies, _ = self.backend.evaluate(batch, forces=False)
+            energies, _ = self.backend.evaluate(ClusterBatch.isolated_atoms(missing), forces=False)
             self._one_body.update(zip(missing, energies.tolist()))
         return {z: self._one_body[z] for z in species}
 
@@ -425,7 +376,7 @@ class BodyOrderCalculator(Calculator):
         Returns one ``results``-like dict per structure. Stress needs 3D-periodic cells.
         """
         if self.max_order is None:
-            raise ValueError("compute_many needs a truncated calculator (max_order >= 1)")
+            raise InputError("compute_many needs a truncated calculator (max_order >= 1)")
         for atoms in structures:
             self._validate(atoms)
             if stress and not atoms.pbc.all():
@@ -465,10 +416,3 @@ class BodyOrderCalculator(Calculator):
         t4 = time.perf_counter()
         self.timings = {"enumerate": t1 - t0, "pack": t2 - t1, "model": t3 - t2, "assemble": t4 - t3}
         return results
-
-
-def _model_name(model, backend: Backend) -> str:
-    """How todict() names the model: the path or name given, else the backend's."""
-    if isinstance(model, (str, os.PathLike)):
-        return str(model)
-    return str(backend.describe().get("model", type(model).__name__))

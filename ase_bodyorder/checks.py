@@ -15,17 +15,8 @@ from .backends.base import Backend, ClusterBatch
 __all__ = ["LocalityError", "check_locality"]
 
 
-def _batch(clusters: list[tuple[np.ndarray, np.ndarray]]) -> ClusterBatch:
-    sizes = [len(n) for n, _ in clusters]
-    return ClusterBatch(
-        positions=np.concatenate([p for _, p in clusters]).astype(np.float64),
-        numbers=np.concatenate([n for n, _ in clusters]).astype(np.int64),
-        ptr=np.concatenate([[0], np.cumsum(sizes)]),
-    )
-
-
 def _energy(backend: Backend, numbers: np.ndarray, positions: np.ndarray) -> float:
-    return float(backend.evaluate(_batch([(numbers, positions)]), forces=False)[0][0])
+    return float(backend.evaluate(ClusterBatch.from_clusters([(numbers, positions)]), forces=False)[0][0])
 
 
 def _tolerance(backend: Backend, scale: float) -> float:
@@ -63,7 +54,7 @@ def check_locality(backend: Backend, numbers: np.ndarray, cutoff: float) -> None
         # the same clusters, overlapping in space, evaluated in one call and one by one
         na, pa, nb, pb = probes[0]
         clusters = [(na, pa), (nb, pa + 0.3), (np.concatenate([na, nb]), np.concatenate([pa, pb]))]
-        together = backend.evaluate(_batch(clusters), forces=False)[0]
+        together = backend.evaluate(ClusterBatch.from_clusters(clusters), forces=False)[0]
         alone = np.array([_energy(backend, n, p) for n, p in clusters])
         if np.any(np.abs(together - alone) > _tolerance(backend, np.abs(alone).max())):
             raise LocalityError(

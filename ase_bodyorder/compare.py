@@ -25,7 +25,8 @@ from pathlib import Path
 import ase
 import numpy as np
 
-from .errors import ReferenceFailed  # noqa: F401 (re-exported)
+from .backends.select import model_label
+from .errors import InputError, ReferenceFailed
 
 __all__ = [
     "Comparison",
@@ -82,7 +83,7 @@ def _check_size(atoms: ase.Atoms, cutoff: float | None, max_order: int | None = 
     K = n if max_order is None else min(max_order, n)
     subsets = sum(comb(n, k) for k in range(1, K + 1))
     if cutoff is None and subsets > MAX_SUBSETS:
-        raise ValueError(
+        raise InputError(
             f"a cluster of {n} bodies has {subsets} subsets of at most {K} bodies: every-subset expansions "
             f"stop at {MAX_SUBSETS} (all subsets of {MAX_BODIES_ALL_SUBSETS} bodies); give a cutoff "
             "(connected subsets only), a lower order or smaller clusters"
@@ -165,11 +166,11 @@ def reference_expansions(
 
     reference = _reference(reference)
     if isinstance(reference, str) and reference != "shipped":
-        raise ValueError(f"reference must be 'shipped', 'fci' or an ASE calculator, got {reference!r}")
+        raise InputError(f"reference must be 'shipped', 'fci' or an ASE calculator, got {reference!r}")
     from ase.calculators.calculator import BaseCalculator
 
     if not isinstance(reference, (str, BaseCalculator)):
-        raise ValueError(f"reference must be 'shipped', 'fci' or an ASE calculator, got a {type(reference).__name__}")
+        raise InputError(f"reference must be 'shipped', 'fci' or an ASE calculator, got a {type(reference).__name__}")
     store = None
     if not isinstance(reference, str):
         folder = default_cache() if cache is True else (None if cache in (None, False) else Path(cache))
@@ -204,7 +205,7 @@ def _shipped_energies(atoms: ase.Atoms, index: int, subclusters) -> list[float]:
     where = atoms.info.get("subcluster_energies_positions")
     if table is not None and (where is None or np.shape(where) != atoms.positions.shape
                               or np.abs(np.asarray(where) - atoms.positions).max() > 1e-8):
-        raise ValueError(
+        raise InputError(
             f"cluster {index} is not the geometry its shipped FCI energies belong to (moved, "
             "sliced or rebuilt): give a reference calculator (e.g. FCICalculator)"
         )
@@ -213,7 +214,7 @@ def _shipped_energies(atoms: ase.Atoms, index: int, subclusters) -> list[float]:
         members = subclusters.parent[subclusters.ptr[m] : subclusters.ptr[m + 1]]
         name = ",".join(map(str, sorted(members.tolist())))
         if table is None or name not in table:
-            raise ValueError(
+            raise InputError(
                 f"cluster {index} has no shipped reference energy of subcluster {name}: the "
                 "'shipped' reference only covers shipped_clusters(); give a reference calculator"
             )
@@ -445,27 +446,27 @@ def compare_expansions(
     :param counts: filled as in :func:`reference_expansions`
     """
     if not clusters:
-        raise ValueError("no clusters to compare")
+        raise InputError("no clusters to compare")
     if isinstance(models, (str, os.PathLike)) or not isinstance(models, (list, tuple)):
         models = [models]
     labels = list(labels) if labels is not None else _labels(models)
     if len(labels) != len(models):
-        raise ValueError(f"{len(labels)} labels for {len(models)} models")
+        raise InputError(f"{len(labels)} labels for {len(models)} models")
     if len(set(labels)) != len(labels):
-        raise ValueError(f"the models' labels must differ, got {labels}")
+        raise InputError(f"the models' labels must differ, got {labels}")
     sizes = sorted({len(atoms) for atoms in clusters})
     if max_order is not None and max_order < 2:
-        raise ValueError(f"the comparison shows orders k >= 2: max_order must be at least 2, got {max_order}")
+        raise InputError(f"the comparison shows orders k >= 2: max_order must be at least 2, got {max_order}")
     if max_order is None and len(sizes) > 1:
-        raise ValueError(
+        raise InputError(
             f"the clusters have {sizes[0]} to {sizes[-1]} bodies: give max_order (at most {sizes[0]}), "
             "so that every order is averaged over every cluster"
         )
     K = sizes[0] if max_order is None else max_order
     if K > sizes[0]:
-        raise ValueError(f"max_order {K} is more than the smallest cluster's {sizes[0]} bodies")
+        raise InputError(f"max_order {K} is more than the smallest cluster's {sizes[0]} bodies")
     if K < 2:
-        raise ValueError(f"clusters of {sizes[0]} body have no order k >= 2 to compare")
+        raise InputError(f"clusters of {sizes[0]} body have no order k >= 2 to compare")
     groups: dict[str, list[int]] = {}
     for i, atoms in enumerate(clusters):
         groups.setdefault(str(atoms.info.get("density", "ungrouped")), []).append(i)
@@ -496,19 +497,8 @@ def compare_expansions(
 def _labels(models: list) -> list[str]:
     """Names or file stems; where two files share a stem (runs/a/model.pt and
     runs/b/model.pt), their folder too."""
-    labels = [_label(m) for m in models]
+    labels = [model_label(m, short=True) for m in models]
     for i, model in enumerate(models):
         if labels.count(labels[i]) > 1 and isinstance(model, (str, os.PathLike)) and Path(model).parent.name:
             labels[i] = f"{Path(model).parent.name}/{labels[i]}"
     return labels
-
-
-def _label(model) -> str:
-    if isinstance(model, (str, os.PathLike)):
-        text = str(model)
-        if text == "default":
-            from .models import DEFAULT_MODEL
-
-            return DEFAULT_MODEL
-        return Path(text).stem if text.endswith((".pt", ".pth", ".ckpt")) else text
-    return type(model).__name__

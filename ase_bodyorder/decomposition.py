@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import ase
 import numpy as np
 
+from .errors import InputError
 from .calculator import MODEL_CUTOFF, BodyOrderCalculator
 
 __all__ = ["Decomposition", "decompose"]
@@ -16,18 +17,31 @@ __all__ = ["Decomposition", "decompose"]
 class Decomposition:
     """The many-body decomposition of one structure (eV).
 
+    The names are those of :class:`~ase_bodyorder.BodyOrderCalculator`'s ``results``:
     ``body_order_energies[k-1]`` is dE_k, ``truncated_energies[k-1]`` is E^(k),
-    ``per_atom[:, k-1]`` shares dE_k over atoms (each eps(S) split equally among the atoms
-    of S), ``counts[k-1]`` is the number of connected k-body subsets. With the plain model
-    evaluated, ``full_energy`` is E and ``remainder`` is E - E^(K).
+    ``per_atom_body_order_energies[:, k-1]`` shares dE_k over atoms (each eps(S) split
+    equally among the atoms of S), ``subcluster_counts[k-1]`` is the number of connected
+    k-body subsets. With the plain model evaluated, ``full_energy`` is E and
+    ``remainder`` is E - E^(K). ``per_atom`` and ``counts`` are the earlier names of
+    two of them, kept so that code written against them still runs.
     """
 
     max_order: int
     body_order_energies: np.ndarray
     truncated_energies: np.ndarray
-    per_atom: np.ndarray
-    counts: np.ndarray
+    per_atom_body_order_energies: np.ndarray
+    subcluster_counts: np.ndarray
     full_energy: float | None = None
+
+    @property
+    def per_atom(self) -> np.ndarray:
+        """The earlier name of ``per_atom_body_order_energies``."""
+        return self.per_atom_body_order_energies
+
+    @property
+    def counts(self) -> np.ndarray:
+        """The earlier name of ``subcluster_counts``."""
+        return self.subcluster_counts
 
     @property
     def remainder(self) -> float | None:
@@ -65,7 +79,7 @@ def decompose(
             model, max_order, cutoff=cutoff, fragments=fragments, **kwargs
         )
     elif calculator.max_order != max_order:
-        raise ValueError(
+        raise InputError(
             f"calculator truncates at K={calculator.max_order}, asked for K={max_order}"
         )
     atoms = atoms.copy()
@@ -77,7 +91,7 @@ def decompose(
         max_order=max_order,
         body_order_energies=r["body_order_energies"].copy(),
         truncated_energies=r["truncated_energies"].copy(),
-        per_atom=r["per_atom_body_order_energies"].copy(),
-        counts=r["subcluster_counts"].copy(),
+        per_atom_body_order_energies=r["per_atom_body_order_energies"].copy(),
+        subcluster_counts=r["subcluster_counts"].copy(),
         full_energy=full,
     )

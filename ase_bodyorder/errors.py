@@ -32,6 +32,7 @@ __all__ = [
     "MissingDependencyError",
     "ReferenceFailed",
     "RunError",
+    "SettingError",
 ]
 
 
@@ -41,6 +42,11 @@ class BodyOrderError(Exception):
 
 class InputError(BodyOrderError, _AseInputError, ValueError):
     """Bad input: a setting, option, file or model that cannot be used as given."""
+
+
+class SettingError(InputError, TypeError):
+    """A setting the calculator does not take (or cannot change), or a value of the
+    wrong type; also a ``TypeError``, as Python's own unexpected keyword argument is."""
 
 
 class MissingDependencyError(InputError, ImportError):

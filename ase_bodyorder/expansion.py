@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ExpansionTooLargeError  # noqa: F401 (re-exported)
+from .errors import ExpansionTooLargeError, InputError  # noqa: F401 (re-exported)
 
 __all__ = [
     "BodyGraph",
@@ -100,22 +100,22 @@ def check_fragments(fragments: list[list[int]] | None, n_atoms: int) -> list[np.
     for f, fragment in enumerate(fragments):
         indices = np.asarray(list(fragment))
         if indices.size == 0:
-            raise ValueError(f"fragment {f} is empty")
+            raise InputError(f"fragment {f} is empty")
         if not np.issubdtype(indices.dtype, np.integer):
-            raise ValueError(f"fragment {f} holds non-integer atom indices: {fragment}")
+            raise InputError(f"fragment {f} holds non-integer atom indices: {fragment}")
         bad = indices[(indices < 0) | (indices >= n_atoms)]
         if bad.size:
-            raise ValueError(
+            raise InputError(
                 f"fragment {f} names atoms {bad.tolist()} outside 0..{n_atoms - 1}"
             )
         for a in indices:
             if seen[a] >= 0:
-                raise ValueError(f"atom {a} is in fragment {seen[a]} and in fragment {f}")
+                raise InputError(f"atom {a} is in fragment {seen[a]} and in fragment {f}")
             seen[a] = f
         groups.append(np.sort(indices))
     missing = np.flatnonzero(seen < 0)
     if missing.size:
-        raise ValueError(
+        raise InputError(
             f"fragments leave out atoms {missing.tolist()}: every atom must be in one"
         )
     return groups
@@ -153,7 +153,7 @@ def build_body_graph(
 
     if cutoff is None:
         if periodic:
-            raise ValueError(
+            raise InputError(
                 "cutoff=None (every subset) is only defined for finite systems: "
                 "a periodic system has infinitely many bodies"
             )

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
+from .errors import InputError
+
 __all__ = ["FCICalculator", "SOLVER_SETTINGS", "fci_energy", "fci_energy_forces", "fci_lowest_energies"]
 
 #: how every FCI/STO-3G number of the project is computed (recorded in data/fci_settings.json)
@@ -194,9 +196,9 @@ def _require_pyscf() -> None:
 def _check_hydrogen(atoms) -> None:
     other = sorted(set(atoms.get_chemical_symbols()) - {"H"})
     if other:
-        raise ValueError(f"FCICalculator handles hydrogen clusters only, got {other}")
+        raise InputError(f"FCICalculator handles hydrogen clusters only, got {other}")
     if atoms.pbc.any():
-        raise ValueError("FCICalculator handles isolated clusters only (pbc must be False)")
+        raise InputError("FCICalculator handles isolated clusters only (pbc must be False)")
 
 
 class FCICalculator(Calculator):

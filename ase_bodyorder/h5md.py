@@ -29,7 +29,7 @@ import ase
 import h5py
 import numpy as np
 
-from .errors import LogExistsError, LogMismatchError  # noqa: F401 (re-exported)
+from .errors import InputError, LogExistsError, LogMismatchError  # noqa: F401 (re-exported)
 
 __all__ = ["H5MDWriter", "LogData", "read_log", "LogExistsError", "LogMismatchError"]
 
@@ -116,9 +116,9 @@ class H5MDWriter:
         author: str = "unknown",
     ):
         if mode not in ("create", "overwrite", "append"):
-            raise ValueError(f"mode must be create, overwrite or append, got {mode!r}")
+            raise InputError(f"mode must be create, overwrite or append, got {mode!r}")
         if flush_every < 1:
-            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+            raise InputError(f"flush_every must be >= 1, got {flush_every}")
         self.path = Path(path)
         self.numbers = np.asarray(numbers, dtype=np.int64)
         self.pbc = np.asarray(pbc, dtype=bool).reshape(3)
@@ -127,7 +127,7 @@ class H5MDWriter:
         exists = self.path.exists()
         if exists and mode == "create":
             raise LogExistsError(
-                f"log '{self.path}' exists: pass --overwrite to replace it or --append to continue it"
+                f"log '{self.path}' exists: open it with mode='overwrite' to replace it or mode='append' to continue it"
             )
         if not self.path.parent.exists():
             raise FileNotFoundError(f"folder '{self.path.parent}' for the log does not exist")
@@ -250,7 +250,7 @@ class H5MDWriter:
 
     def _observable(self, name: str, value, unit: str) -> tuple[_Series, np.ndarray]:
         if "/" in name:
-            raise ValueError(f"observable names must not nest (got {name!r})")
+            raise InputError(f"observable names must not nest (got {name!r})")
         value = np.asarray(value)
         dtype = "i8" if np.issubdtype(value.dtype, np.integer) else "f8"
         return self._element(f"observables/{name}", value.shape, dtype, unit), value
@@ -368,10 +368,10 @@ def read_log(path: str | os.PathLike) -> LogData:
     try:
         file = _open_for_reading(path)
     except OSError as error:
-        raise ValueError(f"'{path}' is not a readable HDF5 file: {error}") from error
+        raise InputError(f"'{path}' is not a readable HDF5 file: {error}") from error
     with file:
         if "h5md" not in file or "particles/all/position" not in file:
-            raise ValueError(f"'{path}' is not an H5MD trajectory (no h5md or particles/all/position)")
+            raise InputError(f"'{path}' is not an H5MD trajectory (no h5md or particles/all/position)")
         particles = file["particles/all"]
         position = _read_series(particles["position"])
         n = len(position["step"])

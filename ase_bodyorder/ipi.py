@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = ["PLUGIN", "ServerGone", "load_plugin", "prepare_input", "run_client", "run_inprocess"]
 
 #: the i-PI PES file, inside the installed package (what ``-P`` and ``<pes_path>`` take)
@@ -63,7 +65,7 @@ def prepare_input(xml: str | os.PathLike) -> str:
     try:
         root = ElementTree.fromstring(xml.read_text())
     except ElementTree.ParseError as error:
-        raise ValueError(f"i-PI input '{xml}' is not valid XML: {error}") from None
+        raise InputError(f"i-PI input '{xml}' is not valid XML: {error}") from None
 
     def anchored(text: str | None) -> str | None:
         value = (text or "").strip()
@@ -105,7 +107,7 @@ def _direct_run_settings(xml: Path, text: str) -> dict:
     root = ElementTree.fromstring(text)
     direct = [f for f in root.iter("ffdirect") if (f.findtext("pes") or "").strip() == "custom"]
     if len(direct) != 1 or root.find(".//ffsocket") is not None:
-        raise ValueError(
+        raise InputError(
             f"'{xml}' cannot run in process: it needs exactly one <ffdirect> force field with "
             f"<pes>custom</pes> and no <ffsocket> (found {len(direct)} and "
             f"{len(list(root.iter('ffsocket')))}); run socket inputs with i-pi and "
@@ -262,8 +264,6 @@ def run_inprocess(
     ``subcluster_counts`` and ``bead_positions`` (frames, beads, atoms, 3).
     """
     from ipi.scripting import InteractiveSimulation
-    from ipi.utils.depend import dstrip
-    from ipi.utils.units import unit_to_user
 
     from .h5md import H5MDWriter
     from .ipi_driver import INSTANCES
@@ -273,7 +273,7 @@ def run_inprocess(
     if not xml.exists():
         raise FileNotFoundError(f"i-PI input '{xml}' does not exist")
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise InputError(f"steps must be >= 1, got {steps}")
     log = Path(log).resolve()
     output_dir = Path(output_dir or os.getcwd()).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -284,197 +284,66 @@ def run_inprocess(
         simulation = InteractiveSimulation(text)
         drivers = [d for d in INSTANCES if id(d) not in before]
         if len(drivers) != 1:
-            raise ValueError(
+            raise InputError(
                 f"'{xml}' must use exactly one <ffdirect> force field with <pes>custom</pes> "
                 f"on {PLUGIN.name} (found {len(drivers)})"
             )
         driver = drivers[0]
-        atoms = driver.template_atoms
         writer = None
         try:
             for _ in range(steps):
                 simulation.run(1)
-                # bead positions and i-PI's potential converted exactly as the driver
-                # converts (i-PI's "ase" units differ from "angstrom"/"electronvolt")
-                system = simulation.syslist[0]
-                beads = [
-                    unit_to_user("length", "angstrom", dstrip(system.beads.q[b]).reshape(-1, 3))
-                    for b in range(system.beads.nbeads)
-                ]
-                cell = unit_to_user("length", "angstrom", dstrip(system.cell.h).T)
-                value, _, _ = system.properties["potential"]
-                ipi_potential = float(unit_to_user("energy", "electronvolt", value))
-                # the driver's evaluation at each bead's current positions
-                results = [driver.results_at(b) for b in beads]
+                frame = _frame_after_step(simulation, driver, per_atom)
                 if writer is None:
-                    metadata = log_metadata(
-                        driver.calculator,
-                        {"beads": len(beads), "engine": "i-PI (in-process)", "ipi_input": text, **settings},
-                    )
+                    extra = {"beads": len(frame["beads"]), "engine": "i-PI (in-process)", "ipi_input": text, **settings}
                     writer = H5MDWriter.for_atoms(
                         log,
-                        atoms,
-                        metadata=metadata,
+                        driver.template_atoms,
+                        metadata=log_metadata(driver.calculator, extra),
                         mode=mode,
                         flush_every=flush_every,
                     )
-                step = int(simulation.step)
-                time_value, _, _ = system.properties["time"]
-                time_fs = float(unit_to_user("time", "femtosecond", time_value))
-                bead_energy = np.array([r["energy"] for r in results])
-                observables = {
-                    "potential_energy": (bead_energy.mean(), "eV"),
-                    "bead_potential_energy": (bead_energy, "eV"),
-                    "body_order_energies": (np.array([r["body_order_energies"] for r in results]), "eV"),
-                    "truncated_energies": (np.array([r["truncated_energies"] for r in results]), "eV"),
-                    "subcluster_counts": (np.array([r["subcluster_counts"] for r in results]), "1"),
-                    "bead_positions": (np.array(beads), "Angstrom"),
-                    "ipi_potential": (ipi_potential, "eV"),
-                    "temperature": (float(unit_to_user("temperature", "kelvin", system.properties["temperature"][0])), "K"),
-                }
-                if per_atom:
-                    observables["per_atom_body_order_energies"] = (
-                        np.array([r["per_atom_body_order_energies"] for r in results]),
-                        "eV",
-                    )
-                centroid = np.mean(beads, axis=0)
-                writer.write_frame(step, time_fs, centroid, cell=cell, observables=observables)
+                writer.write_frame(
+                    frame["step"], frame["time_fs"], np.mean(frame["beads"], axis=0),
+                    cell=frame["cell"], observables=frame["observables"],
+                )
         finally:
             if writer is not None:
                 writer.close()
-    return {"steps": steps, "beads": len(beads), "log": str(log)}
+    return {"steps": steps, "beads": len(frame["beads"]), "log": str(log)}
 
 
-# ----------------------------------------------------------------------------------
-# command line: ase-bodyorder ipi driver | run
+def _frame_after_step(simulation, driver, per_atom: bool) -> dict:
+    """What the log records after an i-PI step: the step, time, cell, bead positions
+    and the driver's results for every bead at the positions i-PI now holds."""
+    from ipi.utils.depend import dstrip
+    from ipi.utils.units import unit_to_user
 
+    from .md import body_order_observables
 
-def add_ipi_commands(subparsers, command_error) -> None:
-    """Register ``ase-bodyorder ipi driver | run | plugin-path``."""
-    ipi = subparsers.add_parser("ipi", help="i-PI: serve the body-order driver, or run an i-PI input with the log")
-    sub = ipi.add_subparsers(dest="ipi_command", metavar="IPI_COMMAND", required=True)
-
-    driver = sub.add_parser(
-        "driver",
-        help="connect a body-order driver to a running i-PI server",
-        description="Serve forces of a body-order-truncated model to an i-PI server. Exits "
-        "with code 3 when the server goes away or stays silent for --timeout seconds.",
-    )
-    driver.add_argument("--address", "-a", required=True, help="socket name (UNIX; i-PI's <address>) or host name (TCP)")
-    driver.add_argument("--port", "-p", type=int, default=12345, help="TCP port, with --inet (default %(default)s)")
-    driver.add_argument("--inet", action="store_true", help="connect over TCP instead of a UNIX socket")
-    driver.add_argument(
-        "--timeout", type=float, default=600.0, help="give up after this many silent seconds (default %(default)s)"
-    )
-    driver.add_argument("--template", required=True, help="structure file ASE can read: the species and their order")
-    driver.add_argument(
-        "--model", default="default", help="metatomic .pt model or a shipped model's name (default: %(default)s)"
-    )
-    driver.add_argument("--max-order", "-K", type=int, required=True, help="body order K >= 1")
-    driver.add_argument("--cutoff", type=float, default=None, help="locality radius in A (default: the model's)")
-    driver.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
-    driver.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads of this driver (default %(default)s, so that several drivers on one "
-        "machine do not oversubscribe its cores; a single driver may take all cores)",
-    )
-    from .cli import add_dask_options
-
-    add_dask_options(driver)
-
-    def run_driver(args) -> int:
-        from .cli import dask_client
-        from .ipi_driver import BodyOrderDriver
-
-        if args.threads < 1:
-            raise command_error(f"--threads must be a positive number, got {args.threads}")
-        if args.max_order < 1:
-            raise command_error(f"-K/--max-order must be an integer >= 1, got {args.max_order}")
-        with dask_client(args) as client:
-            try:
-                pes = BodyOrderDriver(
-                    template=args.template,
-                    max_order=args.max_order,
-                    model=args.model,
-                    cutoff=args.cutoff,
-                    device=args.device,
-                    threads=args.threads,
-                    scheduler=None if client is None else client.scheduler.address,
-                )
-            except ValueError as error:
-                raise command_error(str(error)) from None
-            if client is not None:
-                workers = client.nthreads()
-                print(f"subclusters on {len(workers)} Dask workers ({sum(workers.values())} threads) "
-                      f"of the scheduler at {client.scheduler.address}", flush=True)
-            try:
-                served = run_client(pes, args.address, unix=not args.inet, port=args.port, timeout=args.timeout)
-            except ServerGone as error:
-                print(f"ase-bodyorder ipi driver: {error}", file=sys.stderr)
-                return 3
-            finally:
-                if pes.client is not None:
-                    pes.client.close()
-        print(f"i-PI said EXIT after {served} evaluations")
-        return 0
-
-    driver.set_defaults(run=run_driver)
-
-    run = sub.add_parser(
-        "run",
-        help="run an i-PI input in this process, logging every step (H5MD)",
-        description="Run an i-PI input whose force field is <ffdirect><pes>custom</pes> (its "
-        "<pes_path> may be left out) in this process, writing the many-body log. Paths in the "
-        "input are relative to its folder; i-PI's outputs go to --output-dir.",
-    )
-    run.add_argument("input", help="i-PI XML input with an <ffdirect> force field on the ase-bodyorder PES")
-    run.add_argument("--steps", type=int, required=True, help="number of i-PI steps")
-    run.add_argument("--log", default="ipi_bodyorder.h5", help="H5MD log file (default %(default)s)")
-    run.add_argument(
-        "--output-dir", default=".", help="folder for i-PI's own outputs: properties, trajectories, RESTART (default: here)"
-    )
-    run.add_argument("--flush-every", type=int, default=10, help="write to disk every n frames (default %(default)s)")
-    run.add_argument("--per-atom", action="store_true", help="also log per-atom body-order energies")
-    run.add_argument("--overwrite", action="store_true", help="replace an existing log")
-    run.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-
-    def run_inprocess_command(args) -> int:
-        if args.steps < 1:
-            raise command_error(f"--steps must be a positive number of steps, got {args.steps}")
-        if not Path(args.input).is_file():
-            raise command_error(f"i-PI input '{args.input}' does not exist")
-        if Path(args.log).exists() and not args.overwrite:
-            raise command_error(f"log '{args.log}' exists: pass --overwrite to replace it")
-        if args.threads is not None:
-            from .ipi_driver import set_threads
-
-            set_threads(args.threads)
-        summary = run_inprocess(
-            args.input,
-            args.steps,
-            args.log,
-            mode="overwrite" if args.overwrite else "create",
-            flush_every=args.flush_every,
-            per_atom=args.per_atom,
-            output_dir=args.output_dir,
-        )
-        print(
-            f"ran {summary['steps']} i-PI steps with {summary['beads']} beads; log written to "
-            f"'{args.log}', i-PI's outputs to '{args.output_dir}'"
-        )
-        return 0
-
-    run.set_defaults(run=run_inprocess_command)
-
-    plugin = sub.add_parser(
-        "plugin-path",
-        help="print the path of the i-PI PES file (for i-pi-py_driver -P or <pes_path>)",
-    )
-
-    def print_plugin_path(args) -> int:
-        print(PLUGIN)
-        return 0
-
-    plugin.set_defaults(run=print_plugin_path)
+    # bead positions and i-PI's potential converted exactly as the driver converts
+    # (i-PI's "ase" units differ from "angstrom"/"electronvolt")
+    system = simulation.syslist[0]
+    beads = [
+        unit_to_user("length", "angstrom", dstrip(system.beads.q[b]).reshape(-1, 3))
+        for b in range(system.beads.nbeads)
+    ]
+    results = [driver.results_at(b) for b in beads]
+    bead_energy = np.array([r["energy"] for r in results])
+    potential = float(unit_to_user("energy", "electronvolt", system.properties["potential"][0]))
+    temperature = float(unit_to_user("temperature", "kelvin", system.properties["temperature"][0]))
+    observables = {
+        "potential_energy": (bead_energy.mean(), "eV"),
+        "bead_potential_energy": (bead_energy, "eV"),
+        **body_order_observables(results, per_atom),
+        "bead_positions": (np.array(beads), "Angstrom"),
+        "ipi_potential": (potential, "eV"),
+        "temperature": (temperature, "K"),
+    }
+    return {
+        "step": int(simulation.step),
+        "time_fs": float(unit_to_user("time", "femtosecond", system.properties["time"][0])),
+        "cell": unit_to_user("length", "angstrom", dstrip(system.cell.h).T),
+        "beads": beads,
+        "observables": observables,
+    }

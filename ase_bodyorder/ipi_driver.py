@@ -11,7 +11,7 @@ parses numbers and booleans; no commas inside values):
 - ``model``: metatomic ``.pt`` path, ``default`` or a shipped model's name
 - ``template``: structure file ASE can read, giving the species and their order (required)
 - ``max_order``: body order K >= 1 (required)
-- ``cutoff``: locality radius in angstrom (default: the model's)
+- ``cutoff``: locality radius in angstrom, or ``all`` for every subset (default: the model's)
 - ``device``: torch device (default: the model's preferred)
 - ``skin``: reuse the enumeration until an atom moves more than skin/2 (angstrom)
 - ``threads``: torch threads of this process (default: torch's own choice). Several
@@ -36,6 +36,8 @@ import numpy as np
 from ipi.pes.dummy import Dummy_driver
 from ipi.utils.units import unit_to_internal, unit_to_user
 
+from .errors import InputError
+
 __all__ = ["BodyOrderDriver", "EXTRAS_KEYS", "INSTANCES", "set_threads"]
 
 #: extras keys, each a list per bead
@@ -50,7 +52,7 @@ def set_threads(threads: int) -> None:
     import torch
 
     if threads < 1:
-        raise ValueError(f"threads must be a positive number, got {threads}")
+        raise InputError(f"threads must be a positive number, got {threads}")
     torch.set_num_threads(threads)
 
 
@@ -89,36 +91,39 @@ class BodyOrderDriver(Dummy_driver):
     def check_parameters(self):
         import ase.io
 
-        from ase_bodyorder import BodyOrderCalculator
-        from ase_bodyorder.calculator import MODEL_CUTOFF
+        from ase_bodyorder.calculator import MODEL_CUTOFF, BodyOrderCalculator
 
         unknown = {k: v for k, v in self.kwargs.items() if k not in ("verbose", "verbosity")}
         if unknown or self.args:
-            raise ValueError(
+            raise InputError(
                 f"ipi_bodyorder: unknown option(s) {sorted(unknown) or list(self.args)}; known: "
                 "model, template, max_order, cutoff, device, skin, threads, scheduler"
             )
         if self.template is None:
-            raise ValueError("ipi_bodyorder: the 'template' option (a structure file) is required")
+            raise InputError("ipi_bodyorder: the 'template' option (a structure file) is required")
         if self.max_order is None:
-            raise ValueError("ipi_bodyorder: the 'max_order' option (K >= 1) is required")
+            raise InputError("ipi_bodyorder: the 'max_order' option (K >= 1) is required")
         try:
             self.template_atoms = ase.io.read(str(self.template))
         except FileNotFoundError:
-            raise ValueError(f"ipi_bodyorder: template '{self.template}' does not exist") from None
+            raise InputError(f"ipi_bodyorder: template '{self.template}' does not exist") from None
         except Exception as error:
-            raise ValueError(f"ipi_bodyorder: cannot read template '{self.template}': {error}") from None
+            raise InputError(f"ipi_bodyorder: cannot read template '{self.template}': {error}") from None
         if self.threads not in (None, "None"):
             set_threads(int(self.threads))
-        cutoff = MODEL_CUTOFF if self.cutoff in (None, "None", "model") else float(self.cutoff)
+        # "model": the model's radius; "all": every subset (the command line's --cutoff words)
+        if self.cutoff in (None, "None", "model"):
+            cutoff = MODEL_CUTOFF
+        else:
+            cutoff = None if str(self.cutoff).lower() == "all" else float(self.cutoff)
         device = None if self.device in (None, "None") else str(self.device)
         if self.scheduler not in (None, "None"):
-            from ase_bodyorder.distributed import connect
+            from ase_bodyorder.backends.dask import connect
 
             try:
                 self.client = connect(str(self.scheduler))
             except (OSError, ImportError) as error:
-                raise ValueError(f"ipi_bodyorder: {error}") from None
+                raise InputError(f"ipi_bodyorder: {error}") from None
         try:
             self.calculator = BodyOrderCalculator(
                 str(self.model), int(self.max_order), cutoff=cutoff, device=device, skin=float(self.skin),
@@ -127,13 +132,13 @@ class BodyOrderDriver(Dummy_driver):
             # species of the template against the model, before any step
             self.calculator.backend.check_species(self.template_atoms.numbers)
         except (FileNotFoundError, ValueError, TypeError) as error:
-            raise ValueError(f"ipi_bodyorder: {error}") from None
+            raise InputError(f"ipi_bodyorder: {error}") from None
 
     def _structure(self, cell, pos):
         atoms = self.template_atoms.copy()
         positions = unit_to_user("length", "angstrom", np.asarray(pos).reshape(-1, 3))
         if len(positions) != len(atoms):
-            raise ValueError(
+            raise InputError(
                 f"ipi_bodyorder: i-PI sent {len(positions)} atoms, the template has {len(atoms)}"
             )
         atoms.positions = positions

@@ -28,7 +28,9 @@ import ase
 import numpy as np
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from .errors import InputError
 from .backends.base import Backend, ClusterBatch
+from .backends.select import make_backend
 from .expansion import ExpansionPlan, build_body_graph, plan_expansion
 
 __all__ = [
@@ -202,15 +204,13 @@ def evaluate_subclusters(
     Returns the keyword arguments of :func:`assemble`: ``energies``, ``forces`` (if
     asked) and ``one_body_energies`` (when the plan takes them per species).
     """
-    from .calculator import make_backend
-
     backend = make_backend(model, device)
     chunk = max_atoms_per_chunk or backend.preferred_chunk_atoms
     energies, cluster_forces = evaluate_batch(backend, subclusters.batch(), forces, chunk)
     out = {"energies": energies, "forces": cluster_forces}
     species = subclusters.one_body_species()
     if species:
-        single = ClusterBatch(np.zeros((len(species), 3)), np.array(species), np.arange(len(species) + 1))
+        single = ClusterBatch.isolated_atoms(species)
         out["one_body_energies"] = dict(zip(species, backend.evaluate(single, False)[0].tolist()))
     return out
 
@@ -249,10 +249,10 @@ def assemble(
     plan, atoms = subclusters.plan, subclusters.atoms
     K = plan.max_order if max_order is None else int(max_order)
     if not 1 <= K <= plan.max_order:
-        raise ValueError(f"max_order must be between 1 and the plan's {plan.max_order}, got {max_order}")
+        raise InputError(f"max_order must be between 1 and the plan's {plan.max_order}, got {max_order}")
     energies = np.asarray(energies, dtype=np.float64).reshape(-1)
     if len(energies) != len(subclusters):
-        raise ValueError(f"got {len(energies)} energies for {len(subclusters)} subclusters")
+        raise InputError(f"got {len(energies)} energies for {len(subclusters)} subclusters")
     sizes = np.diff(subclusters.ptr)
     first = subclusters.first_order
 
@@ -263,10 +263,10 @@ def assemble(
         m = len(plan.subsets[k - 1])
         if k < first:
             if one_body_energies is None:
-                raise ValueError("this plan takes isolated-atom energies per species: give one_body_energies")
+                raise InputError("this plan takes isolated-atom energies per species: give one_body_energies")
             missing = sorted(set(subclusters.one_body_species()) - set(one_body_energies))
             if missing:
-                raise ValueError(f"one_body_energies lacks atomic numbers {missing}")
+                raise InputError(f"one_body_energies lacks atomic numbers {missing}")
             body, _ = plan.images(k)
             numbers = atoms.numbers[body[:, 0]].tolist()
             per_order.append(np.array([one_body_energies[z] for z in numbers], dtype=np.float64))
@@ -302,7 +302,7 @@ def assemble(
         eps=eps,
     )
     if stress and forces is None:
-        raise ValueError("the stress needs the subclusters' forces")
+        raise InputError("the stress needs the subclusters' forces")
     if forces is not None:
         cluster_forces = _stack_forces(forces, subclusters)[:listed]
         weight = np.concatenate([np.zeros(0)] + [coefficients[k - 1] for k in range(first, K + 1)])
@@ -312,7 +312,7 @@ def assemble(
         results["forces"] = total
         if stress:
             if not atoms.pbc.all():
-                raise ValueError("the stress needs a cell periodic in all three directions")
+                raise InputError("the stress needs a cell periodic in all three directions")
             # virial of each subcluster in its unwrapped positions (docs/design.md)
             virial = -np.einsum("pa,pb->ab", weighted, subclusters.positions[:listed])
             results["stress"] = full_3x3_to_voigt_6_stress(virial / atoms.get_volume())
@@ -324,8 +324,8 @@ def _stack_forces(forces, subclusters: Subclusters) -> np.ndarray:
     if isinstance(forces, np.ndarray) and forces.shape == (n, 3):
         return forces.astype(np.float64, copy=False)
     if len(forces) != len(subclusters):
-        raise ValueError(f"got forces for {len(forces)} subclusters, expected {len(subclusters)}")
+        raise InputError(f"got forces for {len(forces)} subclusters, expected {len(subclusters)}")
     stacked = np.concatenate([np.asarray(f, dtype=np.float64).reshape(-1, 3) for f in forces]) if len(forces) else np.zeros((0, 3))
     if stacked.shape != (n, 3):
-        raise ValueError(f"forces hold {len(stacked)} atoms, the subclusters {n}")
+        raise InputError(f"forces hold {len(stacked)} atoms, the subclusters {n}")
     return stacked

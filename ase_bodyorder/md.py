@@ -16,7 +16,8 @@ import ase
 import numpy as np
 from ase import units
 
-from .h5md import H5MDWriter
+from .errors import InputError, LogMismatchError
+from .h5md import H5MDWriter, read_log
 
 __all__ = [
     "BodyOrderLogger",
@@ -24,13 +25,20 @@ __all__ = [
     "RunawayWarning",
     "make_dynamics",
     "run_md",
+    "body_order_observables",
     "log_metadata",
+    "resume_from_log",
 ]
 
 
 class RunawayWarning(UserWarning):
     """The dynamics is running away: the temperature far above the thermostat's target,
-    or the total energy of an NVE run far from its start."""
+    or the total energy of an NVE run far from its start. ``remedies`` names the
+    settings of :func:`run_md` that may help (the command line shows its options)."""
+
+    def __init__(self, message: str, remedies: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.remedies = tuple(remedies)
 
 
 def log_metadata(calculator, extra: dict | None = None, command_line: list[str] | None = None) -> dict:
@@ -54,6 +62,10 @@ def log_metadata(calculator, extra: dict | None = None, command_line: list[str] 
     )
     info.update(extra or {})
     return info
+
+
+#: the settings that may tame a runaway: the time step, the body order, the bodies
+_REMEDIES = ("timestep_fs", "max_order", "fragments")
 
 
 def _ensemble_of(dynamics) -> str:
@@ -153,11 +165,7 @@ class BodyOrderLogger:
             "temperature": (atoms.get_temperature(), "K"),
         }
         if "body_order_energies" in results:
-            observables["body_order_energies"] = (results["body_order_energies"], "eV")
-            observables["truncated_energies"] = (results["truncated_energies"], "eV")
-            observables["subcluster_counts"] = (results["subcluster_counts"], "1")
-            if self.per_atom:
-                observables["per_atom_body_order_energies"] = (results["per_atom_body_order_energies"], "eV")
+            observables.update(body_order_observables([results], self.per_atom, stacked=False))
         for name, (source, unit) in self.sources.items():
             observables[name] = (source(self.step), unit)
         self.writer.write_frame(
@@ -178,6 +186,45 @@ class BodyOrderLogger:
 
     def __exit__(self, *exc):
         self.close()
+
+
+#: the calculator's body-order results that a log records, with their units
+_BODY_ORDER_RESULTS = {"body_order_energies": "eV", "truncated_energies": "eV", "subcluster_counts": "1"}
+
+
+def body_order_observables(results: list[dict], per_atom: bool = False, *, stacked: bool = True) -> dict:
+    """The log's body-order observables ``{name: (value, unit)}`` from calculator
+    results: of one structure (``stacked=False``, one result), or of several (the beads
+    of a path integral) stacked along a first axis. ``per_atom`` adds
+    ``per_atom_body_order_energies``."""
+    units_of = dict(_BODY_ORDER_RESULTS)
+    if per_atom:
+        units_of["per_atom_body_order_energies"] = "eV"
+    if stacked:
+        return {name: (np.array([r[name] for r in results]), unit) for name, unit in units_of.items()}
+    (result,) = results
+    return {name: (result[name], unit) for name, unit in units_of.items()}
+
+
+def resume_from_log(atoms: ase.Atoms, log: str | os.PathLike, structure: str = "the structure") -> int:
+    """Continue a trajectory from the last frame of ``log``: set the positions,
+    velocities (and the cell, when the log has one) of ``atoms`` from it and return its
+    step. ``atoms`` supplies the species and their order, which must be the log's
+    (``structure`` names it in the error)."""
+    previous = read_log(log)
+    if len(previous.step) == 0:
+        raise LogMismatchError(f"log '{log}' holds no frame to continue from")
+    if len(previous.numbers) != len(atoms) or (previous.numbers != atoms.numbers).any():
+        raise LogMismatchError(
+            f"cannot append: log '{log}' holds {len(previous.numbers)} atoms, "
+            f"{structure} has {len(atoms)} (or other species)"
+        )
+    last = previous.frames()[-1]
+    atoms.positions = last.positions
+    atoms.set_velocities(last.get_velocities())
+    if previous.cells is not None:
+        atoms.cell = previous.cells[-1]
+    return int(previous.step[-1])
 
 
 def _json_list(value):
@@ -230,7 +277,7 @@ def make_dynamics(
 
         return VelocityVerlet(atoms, dt)
     if temperature_K is None:
-        raise ValueError(f"the {ensemble} ensemble needs a temperature")
+        raise InputError(f"the {ensemble} ensemble needs a temperature")
     if ensemble == "langevin":
         from ase.md.langevin import Langevin
 
@@ -241,7 +288,7 @@ def make_dynamics(
         from ase.md.bussi import Bussi
 
         return Bussi(atoms, dt, temperature_K=temperature_K, taut=taut_fs * units.fs, rng=rng)
-    raise ValueError(f"unknown ensemble {ensemble!r}: choose nve, langevin or bussi")
+    raise InputError(f"unknown ensemble {ensemble!r}: choose nve, langevin or bussi")
 
 
 @dataclass
@@ -267,7 +314,7 @@ def run_md(
     log_every: int = 1,
     flush_every: int = 10,
     log_mode: str = "create",
-    step_offset: int = 0,
+    step_offset: int | None = None,
     per_atom: bool = False,
     full_model_every: int = 0,
     initialise_velocities: bool = True,
@@ -279,7 +326,10 @@ def run_md(
     """Run MD with ``calculator`` on ``atoms``, logging the many-body contributions.
 
     Velocities are drawn from Maxwell-Boltzmann at ``temperature_K`` (when given and
-    ``initialise_velocities``), with no net momentum. ``command_line`` is what the log
+    ``initialise_velocities``), with no net momentum. ``log_mode="append"`` continues an
+    existing log from its last frame (:func:`resume_from_log`: positions, velocities
+    and cell from the log, steps numbered on from its last) unless ``step_offset`` is
+    given, in which case ``atoms`` are taken as they are. ``command_line`` is what the log
     records as the run's command (default ``sys.argv``).
 
     A :class:`RunawayWarning` is issued (once each) when a thermostatted run's
@@ -292,11 +342,15 @@ def run_md(
     from tqdm.auto import tqdm
 
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise InputError(f"steps must be >= 1, got {steps}")
     if timestep_fs <= 0:
-        raise ValueError(f"timestep must be > 0 fs, got {timestep_fs}")
+        raise InputError(f"timestep must be > 0 fs, got {timestep_fs}")
     if log_every < 1:
-        raise ValueError(f"log_every must be >= 1, got {log_every}")
+        raise InputError(f"log_every must be >= 1, got {log_every}")
+    if step_offset is None:
+        step_offset = 0
+        if log_mode == "append" and log is not None and Path(log).exists():
+            step_offset, initialise_velocities = resume_from_log(atoms, log), False
     atoms.calc = calculator
     if initialise_velocities and temperature_K:
         _thermalize(atoms, temperature_K, np.random.default_rng(seed))
@@ -430,8 +484,8 @@ class _RunawayMonitor:
     def _advice(self, relaxing: bool) -> str:
         order = f"K = {self.max_order}" if self.max_order else "this body order"
         advice = (
-            f"The truncated potential may have unphysical regions at {order}. Try a smaller time step "
-            "(--timestep), another body order (-K), or molecules as bodies (--fragments molecules)"
+            f"The truncated potential may have unphysical regions at {order}. Try a smaller time step, "
+            "another body order, or molecules as bodies (fragments)"
         )
         if relaxing:
             advice += "; a structure far from a minimum of this potential heats up as it relaxes: relax it first"
@@ -445,10 +499,12 @@ class _RunawayMonitor:
             if not temperature <= self._factor() * self.target:  # NaN counts too
                 self.warned_temperature = True
                 warnings.warn(
-                    f"the temperature reached {temperature:.0f} K at step {step}, more than "
-                    f"{self._factor():.3g} times the thermostat's target of {self.target:g} K: "
-                    f"the dynamics may be running away. {self._advice(relaxing=True)}",
-                    RunawayWarning,
+                    RunawayWarning(
+                        f"the temperature reached {temperature:.0f} K at step {step}, more than "
+                        f"{self._factor():.3g} times the thermostat's target of {self.target:g} K: "
+                        f"the dynamics may be running away. {self._advice(relaxing=True)}",
+                        remedies=_REMEDIES,
+                    ),
                     stacklevel=2,
                 )
         if self.energy_per_atom is not None and not self.warned_energy:
@@ -460,10 +516,12 @@ class _RunawayMonitor:
             if not abs(change) <= self.energy_per_atom:
                 self.warned_energy = True
                 warnings.warn(
-                    f"the total energy changed by {change:+.3f} eV/atom between steps {self.start_step} "
-                    f"and {step} of this NVE run (more than {self.energy_per_atom:g} eV/atom): the "
-                    f"integration is not conserving energy. {self._advice(relaxing=False)}",
-                    RunawayWarning,
+                    RunawayWarning(
+                        f"the total energy changed by {change:+.3f} eV/atom between steps {self.start_step} "
+                        f"and {step} of this NVE run (more than {self.energy_per_atom:g} eV/atom): the "
+                        f"integration is not conserving energy. {self._advice(relaxing=False)}",
+                        remedies=_REMEDIES,
+                    ),
                     stacklevel=2,
                 )
 

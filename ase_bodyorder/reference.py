@@ -26,6 +26,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import ModelOutput, NeighborListOptions, System
 
+from .errors import InputError
 from .backends.base import Backend, ClusterBatch
 from .backends.packing import intra_cluster_pairs
 
@@ -61,7 +62,7 @@ class ReferencePotential(torch.nn.Module):
         super().__init__()
         for term in terms:
             if term not in TERM_ORDERS:
-                raise ValueError(f"unknown term {term!r}; known: {list(TERM_ORDERS)}")
+                raise InputError(f"unknown term {term!r}; known: {list(TERM_ORDERS)}")
         self.numbers = list(numbers)
         self.terms = list(terms)
         self.cutoff = float(cutoff)

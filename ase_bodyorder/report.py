@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
 from .h5md import LogData, read_log
 
 __all__ = ["bead_average", "energy_drift", "summarise", "plot_log"]
@@ -111,10 +112,10 @@ def plot_log(path: str | os.PathLike, output: str | os.PathLike) -> Path:
     data = read_log(path)
     obs = data.observables
     if "body_order_energies" not in obs:
-        raise ValueError(f"'{path}' has no body_order_energies: not a truncated-model log")
+        raise InputError(f"'{path}' has no body_order_energies: not a truncated-model log")
     dE = bead_average(obs["body_order_energies"]["value"])
     if len(dE) == 0:
-        raise ValueError(f"'{path}' holds no frame yet: nothing to plot")
+        raise InputError(f"'{path}' holds no frame yet: nothing to plot")
     time_ps = obs["body_order_energies"]["time"] / 1000.0
     order = dE.shape[1]
     n_atoms = len(data.numbers)

@@ -76,7 +76,7 @@ def test_a_step_on_workers_equals_the_serial_step(client, one_thread):
     got = BodyOrderCalculator("default", 3, client=client).compute_many([atoms])[0]
     _compare(expected, got, exact=False)
     # each worker loaded the model once (for the calculators above) and runs one thread
-    loaded = client.run(lambda: len(__import__("ase_bodyorder.distributed").distributed._WORKER_BACKENDS))
+    loaded = client.run(lambda: len(__import__("ase_bodyorder.backends.dask").backends.dask._WORKER_BACKENDS))
     assert sorted(loaded.values()) == [1, 1]
     threads = client.run(lambda: __import__("torch").get_num_threads())
     assert sorted(threads.values()) == [1, 1]

@@ -205,9 +205,23 @@ def _subparsers(parser):
     return action.choices
 
 
-@pytest.mark.parametrize("command", ["md", "decompose", "info", "report", "curves", "models"])
+def _every_command(parser, prefix=()):
+    """(name, parser) of every command and subcommand (``ipi driver`` ...)."""
+    for name, sub in _subparsers(parser).items():
+        if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+            yield from _every_command(sub, (*prefix, name))
+        else:
+            yield " ".join((*prefix, name)), sub
+
+
+def test_the_help_test_sees_every_command():
+    names = [name for name, _ in _every_command(build_parser())]
+    assert {"md", "decompose", "compare", "curves", "ipi driver", "ipi run", "ipi plugin-path"} <= set(names)
+
+
+@pytest.mark.parametrize("command", [name for name, _ in _every_command(build_parser())])
 def test_every_option_has_help_and_its_default(command):
-    parser = _subparsers(build_parser())[command]
+    parser = dict(_every_command(build_parser()))[command]
     for action in parser._actions:
         if isinstance(action, argparse._HelpAction):
             continue
@@ -269,7 +283,7 @@ def test_a_thermostat_left_far_behind_is_reported_once():
     assert len(messages) == 1
     # 3 times, raised for 12 degrees of freedom (whose temperature fluctuates widely)
     assert "more than 5.08 times the thermostat's target of 100 K" in messages[0]
-    assert "smaller time step" in messages[0] and "--fragments molecules" in messages[0]
+    assert "smaller time step" in messages[0] and "molecules as bodies (fragments)" in messages[0]
 
 
 def test_an_nve_energy_drift_is_reported_once():
@@ -284,7 +298,7 @@ def test_a_sane_run_warns_nothing():
 
 
 def test_the_command_line_prints_runaway_warnings(capsys):
-    from ase_bodyorder.cli import _warnings_to_stderr
+    from ase_bodyorder.cli.common import warnings_to_stderr as _warnings_to_stderr
 
     with _warnings_to_stderr("md"):
         warnings.warn("the temperature reached 8590 K", RunawayWarning)
@@ -367,7 +381,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     ],
 )
 def test_bugs_show_their_traceback(log, monkeypatch, capsys, bug):
-    import ase_bodyorder.cli as cli
+    import ase_bodyorder.cli.info as cli
 
     monkeypatch.setattr(cli, "_cmd_info", lambda args: bug())
     assert main(["info", str(log)]) == 1
@@ -377,7 +391,7 @@ def test_bugs_show_their_traceback(log, monkeypatch, capsys, bug):
 
 
 def test_the_package_s_own_errors_are_one_line(log, monkeypatch, capsys):
-    import ase_bodyorder.cli as cli
+    import ase_bodyorder.cli.info as cli
     from ase_bodyorder.checks import LocalityError
     from ase_bodyorder.expansion import ExpansionTooLargeError
 
@@ -392,7 +406,7 @@ def test_the_package_s_own_errors_are_one_line(log, monkeypatch, capsys):
 
 
 def test_interrupt_exits_130(log, monkeypatch, capsys):
-    import ase_bodyorder.cli as cli
+    import ase_bodyorder.cli.info as cli
 
     def interrupt(args):
         raise KeyboardInterrupt

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 
 from .base import Backend, ClusterBatch
+from .select import make_backend, model_label
 
-__all__ = ["AseCalculatorBackend", "Backend", "ClusterBatch", "MetatomicBackend"]
+__all__ = ["AseCalculatorBackend", "Backend", "ClusterBatch", "MetatomicBackend", "make_backend", "model_label"]
 
 _LAZY = {
     "AseCalculatorBackend": ".ase_calculator",

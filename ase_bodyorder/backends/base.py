@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import ase
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["Backend", "ClusterBatch", "file_sha256"]
 
 
@@ -30,6 +32,22 @@ class ClusterBatch:
     positions: np.ndarray  # (P, 3) float64
     numbers: np.ndarray  # (P,) int
     ptr: np.ndarray  # (M + 1,) int
+
+    @classmethod
+    def from_clusters(cls, clusters) -> "ClusterBatch":
+        """One batch of ``clusters``, a sequence of (atomic numbers, positions) pairs."""
+        clusters = list(clusters)
+        return cls(
+            positions=np.concatenate([np.reshape(p, (-1, 3)) for _, p in clusters]).astype(np.float64),
+            numbers=np.concatenate([np.asarray(n) for n, _ in clusters]).astype(np.int64),
+            ptr=np.concatenate([[0], np.cumsum([len(n) for n, _ in clusters])]).astype(np.int64),
+        )
+
+    @classmethod
+    def isolated_atoms(cls, species) -> "ClusterBatch":
+        """One single-atom cluster per atomic number in ``species``."""
+        species = np.asarray(list(species), dtype=np.int64)
+        return cls(np.zeros((len(species), 3)), species, np.arange(len(species) + 1))
 
     @property
     def n_clusters(self) -> int:
@@ -92,7 +110,7 @@ class Backend(abc.ABC):
             types = self.atomic_types
             handled = (f"atomic numbers {types}" if len(types) <= 12
                        else f"{len(types)} elements up to Z = {max(types)}")
-            raise ValueError(
+            raise InputError(
                 f"species {symbols} (atomic numbers {unknown}) are not known to {self.display_name}, "
                 f"which handles {handled}"
             )

@@ -28,6 +28,7 @@ from metatomic.torch import (
     pick_output,
 )
 
+from ..errors import InputError
 from .base import Backend, ClusterBatch, file_sha256
 from .packing import intra_cluster_pairs
 
@@ -75,7 +76,7 @@ def load_model(model: str | os.PathLike | AtomisticModel, extensions_directory=N
         try:
             return load_atomistic_model(str(path), extensions_directory=extensions_directory)
         except Exception as error:  # torch raises several types for a bad archive
-            raise ValueError(
+            raise InputError(
                 f"could not load a metatomic model from '{path}' (corrupt file, or not "
                 f"an exported AtomisticModel): {str(error).splitlines()[0]}"
             ) from error
@@ -120,12 +121,12 @@ class MetatomicBackend(Backend):
             warnings.filterwarnings("ignore", message=".*_mts_buffer_names.*")
             self.model = self.model.to(self.device)
         if capabilities.dtype not in _DTYPES:
-            raise ValueError(f"model has unsupported dtype {capabilities.dtype!r}")
+            raise InputError(f"model has unsupported dtype {capabilities.dtype!r}")
         self.dtype = capabilities.dtype
         self._torch_dtype = _DTYPES[self.dtype]
         outputs = capabilities.outputs
         if not any(key == "energy" or key.startswith("energy/") for key in outputs.keys()):
-            raise ValueError("this metatomic model has no energy output")
+            raise InputError("this metatomic model has no energy output")
         self.energy_key = pick_output("energy", outputs, variant)
         self.atomic_types = sorted(int(t) for t in capabilities.atomic_types)
         self.packed = outputs[self.energy_key].sample_kind == "atom"

@@ -26,7 +26,7 @@ from pathlib import Path
 import ase
 import numpy as np
 
-from ..errors import MissingDependencyError  # noqa: F401 (re-exported)
+from ..errors import InputError, MissingDependencyError  # noqa: F401 (re-exported)
 from .base import Backend, ClusterBatch, file_sha256
 
 __all__ = ["MissingDependencyError", "PRETRAINED", "SevenNetBackend", "installed_pretrained", "is_sevennet_model"]
@@ -122,7 +122,7 @@ class SevenNetBackend(Backend):
         import sevenn.util
 
         if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+            raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         path, default_modal, self.name = _checkpoint_path(model)
         self.display_name = self.name
         self.path = path
@@ -148,10 +148,10 @@ class SevenNetBackend(Backend):
         if modal_map:
             chosen = modal or default_modal
             if chosen not in modal_map:
-                raise ValueError(f"modal {chosen!r} is not one of this model's: {sorted(modal_map)}")
+                raise InputError(f"modal {chosen!r} is not one of this model's: {sorted(modal_map)}")
             self.modal = chosen
         elif modal is not None:
-            raise ValueError(f"{self.name} has a single fidelity: modal must not be given")
+            raise InputError(f"{self.name} has a single fidelity: modal must not be given")
         self._keys = KEY
         self._hash: str | None = None
 
