@@ -233,9 +233,10 @@ def read_lammps_table(path, keyword: str | None = None) -> Curve:
     return Curve("dimer", (), rows[:, 1], rows[:, 2], lines[start], rows[:, 3])
 
 
-def plot_curves(curves: list[Curve], output) -> None:
-    """Plot dimer/trimer curves to PNG or PDF: one panel per kind and species, one
-    line per model, references dashed.
+def plot_curves(curves: list[Curve], output=None):
+    """Plot dimer/trimer curves: one panel per kind and species, one line per model,
+    references dashed. Saved to ``output`` (PNG or PDF by suffix) when given; returns
+    the matplotlib ``Figure``.
 
     Object-oriented matplotlib only: no backend is selected, no pyplot state touched."""
     from matplotlib.figure import Figure
@@ -262,4 +263,6 @@ def plot_curves(curves: list[Curve], output) -> None:
         ax.set_ylabel("$\\epsilon_2$ (eV)" if kind == "dimer" else "$\\epsilon_3$ (eV)")
         ax.set_title(f"{names} {kind}")
         ax.legend(fontsize=8)
-    fig.savefig(output)
+    if output is not None:
+        fig.savefig(output)
+    return fig

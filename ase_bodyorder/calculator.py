@@ -8,6 +8,7 @@ into an ASE calculator (docs/design.md).
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import ase
@@ -30,6 +31,8 @@ __all__ = ["BodyOrderCalculator", "MODEL_CUTOFF"]
 
 #: default ``cutoff``: the largest neighbour-list cutoff the model requests
 MODEL_CUTOFF = "model"
+#: subcluster atoms in one calculation from which ``progress`` announces the expansion
+LARGE_EXPANSION_ATOMS = 50_000
 
 #: settings whose change makes the cached enumeration and the last results stale
 _PLAN_PARAMETERS = {"max_order", "cutoff", "fragments", "skin", "max_subclusters"}
@@ -71,8 +74,11 @@ class BodyOrderCalculator(Calculator):
         finite systems only.
     :param fragments: lists of atom indices (disjoint, covering every atom) to use as
         bodies instead of atoms, e.g. molecules
-    :param device: torch device for metatomic models
-    :param variant: the model's energy variant (``energy/<variant>``), metatomic only
+    :param device: torch device (default: a metatomic model's preferred device; ``"cpu"``
+        for SevenNet)
+    :param variant: the model's energy variant (its output ``energy/<variant>``),
+        metatomic only; what metatomic's ASE calculator takes as
+        ``variants={"energy": variant}`` (only the energy is read here)
     :param extensions_directory: where a metatomic model's compiled extensions live
     :param dtype: ``"float64"`` or ``"float32"`` for SevenNet models (default float64);
         a metatomic model's dtype is fixed at export
@@ -88,6 +94,8 @@ class BodyOrderCalculator(Calculator):
         not interact (and that packing is valid)
     :param forces_with_energy: compute forces whenever the energy is asked for, so that
         ASE's later ``get_forces()`` costs nothing (as metatomic's calculator does)
+    :param progress: show on stderr a progress bar inside a calculation that takes more
+        than a few seconds, and the subclusters of a large expansion before it is evaluated
     :param client: a ``dask.distributed.Client``: each step's subclusters are evaluated
         in chunks on its workers, which load the model once (a path or name: every
         worker must reach the file; an ASE calculator is sent to them once). Results
@@ -136,6 +144,7 @@ class BodyOrderCalculator(Calculator):
         extensions_directory: str | os.PathLike | None = None,
         dtype: str | None = None,
         client=None,
+        progress: bool = False,
         **kwargs,
     ):
         # the settings (cutoff, fragments, skin, ...) come in **kwargs: their defaults
@@ -161,6 +170,10 @@ class BodyOrderCalculator(Calculator):
         self._fragments_checked_for: int | None = None
         #: seconds spent in each stage of the last calculation
         self.timings: dict[str, float] = {}
+        #: on stderr: a progress bar inside a calculation that takes more than a few
+        #: seconds, and the size of an expansion of more than LARGE_EXPANSION_ATOMS atoms
+        self.progress = bool(progress)
+        self._announced = False
         super().__init__(max_order=max_order, **kwargs)
         if "cutoff" not in kwargs:  # the default "model" needs a model that says its radius
             self._checked_setting("cutoff", self.parameters["cutoff"])
@@ -332,6 +345,19 @@ class BodyOrderCalculator(Calculator):
         self._plan_cache[slot] = (atoms.copy(), subclusters)
         return subclusters
 
+    def _announce(self, planned: list[Subclusters], batch: ClusterBatch, chunk: int) -> None:
+        """Say, before the first long evaluation, how large the expansion is."""
+        from tqdm.auto import tqdm
+
+        self._announced = True
+        counts = np.sum([s.counts for s in planned], axis=0).tolist()
+        calls = -(-batch.n_atoms // chunk)
+        tqdm.write(
+            f"expansion: {' + '.join(map(str, counts))} subclusters of orders 1..{len(counts)}, "
+            f"{batch.n_atoms} atoms in about {calls} model calls of up to {chunk} atoms",
+            file=sys.stderr,
+        )
+
     def _one_body_energies(self, species: list[int]) -> dict[int, float]:
         """Isolated-atom energies: they depend on the species only, computed once."""
         missing = sorted(set(species) - set(self._one_body))
@@ -395,7 +421,9 @@ class BodyOrderCalculator(Calculator):
         )
         t2 = time.perf_counter()
         chunk = self.max_atoms_per_chunk or self.backend.preferred_chunk_atoms
-        energies, cluster_forces = evaluate_batch(self.backend, batch, forces, chunk)
+        if self.progress and not self._announced and batch.n_atoms >= LARGE_EXPANSION_ATOMS:
+            self._announce(planned, batch, chunk)
+        energies, cluster_forces = evaluate_batch(self.backend, batch, forces, chunk, progress=self.progress)
         t3 = time.perf_counter()
         one_body = self._one_body_energies(sorted({z for s in planned for z in s.one_body_species()}))
         results = []

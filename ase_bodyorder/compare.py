@@ -374,18 +374,18 @@ class Comparison:
             indent=1,
         )
 
-    def plot(self, path, *, learning: bool = False) -> None:
+    def plot(self, path=None, *, learning: bool = False):
         """|mean dE_k| against k on a log scale, a line per model and a panel per group,
         open markers where the sign is wrong; or, with ``learning``, each order's
         percentage of the reference against the models in the order given (training
-        stages)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        stages). Saved to ``path`` (by its suffix) when given; returns the matplotlib
+        ``Figure``. Object-oriented matplotlib only: no backend is selected, no pyplot
+        state touched."""
+        from matplotlib.figure import Figure
 
         groups = list(self.groups)
-        fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), 3.8), squeeze=False)
+        fig = Figure(figsize=(4.6 * len(groups), 3.8))
+        axes = fig.subplots(1, len(groups), squeeze=False)
         ks = np.arange(2, self.max_order + 1)
         for ax, group in zip(axes[0], groups):
             ref = self.reference[group].mean(axis=0)[1:]
@@ -417,8 +417,9 @@ class Comparison:
         if not learning:
             fig.text(0.01, 0.01, "open marker: sign opposite to the reference", fontsize=8)
         fig.tight_layout()
-        fig.savefig(path, dpi=150)
-        plt.close(fig)
+        if path is not None:
+            fig.savefig(path, dpi=150)
+        return fig
 
 
 def compare_expansions(

@@ -179,7 +179,7 @@ class H5MDWriter:
         if not np.array_equal(species, self.numbers):
             raise LogMismatchError(
                 f"cannot append to '{self.path}': it holds {len(species)} atoms "
-                f"({_formula(species)}), this run has {len(self.numbers)} ({_formula(self.numbers)})"
+                f"({chemical_formula(species)}), this run has {len(self.numbers)} ({chemical_formula(self.numbers)})"
             )
         old = dict(self.file["parameters/ase_bodyorder"].attrs)
         for key in keys:
@@ -288,7 +288,8 @@ def _plain(value):
     return value
 
 
-def _formula(numbers) -> str:
+def chemical_formula(numbers) -> str:
+    """The chemical formula of atomic numbers (ASE's, e.g. 'H16')."""
     return ase.Atoms(numbers=numbers).get_chemical_formula()
 
 

@@ -21,6 +21,7 @@ virial are the same combination of the subclusters' forces and virials.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -40,6 +41,9 @@ __all__ = [
     "evaluate_subclusters",
     "plan_subclusters",
 ]
+
+#: seconds a calculation runs before its progress bar shows
+PROGRESS_DELAY_S = 3.0
 
 
 @dataclass
@@ -173,16 +177,21 @@ def _lay_out(atoms: ase.Atoms, plan: ExpansionPlan, first: int) -> Subclusters:
 
 
 def evaluate_batch(
-    backend: Backend, batch: ClusterBatch, forces: bool, max_atoms_per_chunk: int = 16384
+    backend: Backend, batch: ClusterBatch, forces: bool, max_atoms_per_chunk: int = 16384, *, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Energies (and forces) of every cluster of ``batch``, in chunks of at most
     ``max_atoms_per_chunk`` atoms (one model call each) to bound memory; a distributed
-    backend runs the chunks on its workers."""
+    backend runs the chunks on its workers. ``progress``: a bar on stderr, shown once
+    the evaluation has taken more than a few seconds."""
+    from tqdm.auto import tqdm
+
     energies = np.empty(batch.n_clusters)
     cluster_forces = np.zeros((batch.n_atoms, 3)) if forces else None
     chunks = list(batch.chunks(backend.chunk_atoms(batch.n_atoms, max_atoms_per_chunk)))
     results = backend.evaluate_chunks([chunk for _, chunk in chunks], forces)
-    for (first, chunk), (e, f) in zip(chunks, results):
+    bar = tqdm(results, total=len(chunks), desc="subclusters", unit="chunk", delay=PROGRESS_DELAY_S,
+               leave=False, disable=not progress or len(chunks) < 2, file=sys.stderr)
+    for (first, chunk), (e, f) in zip(chunks, bar):
         energies[first : first + chunk.n_clusters] = e
         if forces:
             cluster_forces[batch.ptr[first] : batch.ptr[first + chunk.n_clusters]] = f

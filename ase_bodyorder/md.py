@@ -362,20 +362,9 @@ def run_md(
     logger = None
     if log is not None:
         extra = {"ensemble": ensemble, "temperature_K": temperature_K or 0.0, "timestep_fs": timestep_fs}
-        sources = {}
-        if full_model_every:
-            extra["full_model_every"] = full_model_every
-            sources["full_model_energy"] = (FullModelSource(atoms, calculator, full_model_every), "eV")
-        logger = BodyOrderLogger(
-            log,
-            atoms,
-            dyn,
-            mode=log_mode,
-            step_offset=step_offset,
-            flush_every=flush_every,
-            per_atom=per_atom,
-            metadata=log_metadata(calculator, extra, command_line),
-            sources=sources,
+        logger = _logger(
+            log, atoms, dyn, calculator, extra, command_line, full_model_every,
+            mode=log_mode, step_offset=step_offset, flush_every=flush_every, per_atom=per_atom,
         )
         dyn.attach(logger, interval=log_every)
 
@@ -414,6 +403,18 @@ def run_md(
         last_step=step_offset + dyn.nsteps,
         log=None if log is None else str(log),
         interrupted=stop.requested,
+    )
+
+
+def _logger(log, atoms, dynamics, calculator, extra: dict, command_line, full_model_every: int, **options):
+    """The run's BodyOrderLogger, with the plain model's energy every
+    ``full_model_every`` steps when asked (``options``: mode, step_offset, ...)."""
+    sources = {}
+    if full_model_every:
+        extra = {**extra, "full_model_every": full_model_every}
+        sources["full_model_energy"] = (FullModelSource(atoms, calculator, full_model_every), "eV")
+    return BodyOrderLogger(
+        log, atoms, dynamics, metadata=log_metadata(calculator, extra, command_line), sources=sources, **options
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .h5md import LogData, read_log
+from .h5md import LogData, chemical_formula, read_log
 
 __all__ = ["bead_average", "energy_drift", "summarise", "plot_log"]
 
@@ -34,11 +34,9 @@ def energy_drift(data: LogData) -> float | None:
 
 def summarise(path: str | os.PathLike) -> str:
     """A text summary of a log: system, run, model, and the body-order statistics."""
-    import ase
-
     data = read_log(path)
     meta = data.metadata
-    formula = ase.Atoms(numbers=data.numbers).get_chemical_formula()
+    formula = chemical_formula(data.numbers)
     lines = [f"log:        {path}"]
     lines.append(f"system:     {formula} ({len(data.numbers)} atoms), periodic {data.pbc.tolist()}")
     if len(data.step):
@@ -73,16 +71,9 @@ def summarise(path: str | os.PathLike) -> str:
             lines.append(f"total-energy drift: {drift:.3e} eV/atom/ps (ensemble not recorded; meaningful for NVE only)")
         else:
             lines.append(f"total-energy drift: not reported, not meaningful under the {ensemble} thermostat")
-    if "full_model_energy" in obs and "potential_energy" in obs:
-        full = obs["full_model_energy"]
-        truncated = dict(zip(obs["potential_energy"]["step"].tolist(), obs["potential_energy"]["value"].tolist()))
-        remainder = [
-            f - truncated[s]
-            for s, f in zip(full["step"].tolist(), full["value"].tolist())
-            if s in truncated and np.isfinite(f)
-        ]
-        if remainder:
-            lines.append(f"plain model - E^(K): mean {np.mean(remainder):.6f} eV over {len(remainder)} frames")
+    remainder = _remainders(data)
+    if remainder:
+        lines.append(f"plain model - E^(K): mean {np.mean(remainder):.6f} eV over {len(remainder)} frames")
     commands = meta.get("command_lines")
     if not isinstance(commands, list):
         commands = [meta["command_line"]] if isinstance(meta.get("command_line"), list) else []
@@ -125,34 +116,11 @@ def plot_log(path: str | os.PathLike, output: str | os.PathLike) -> Path:
     shown = [k for k in range(order) if k > 0 or varies[0]]
 
     fig = Figure(figsize=(11, 1.6 * len(shown) + 4.2), layout="constrained")
-    formula = _formula(data.numbers)
+    formula = chemical_formula(data.numbers)
     fig.suptitle(f"{path.name}: {formula}, K = {order}, {ensemble}, {len(dE)} frames")
     if shown:
         top, bottom = fig.subfigures(2, 1, height_ratios=[1.6 * len(shown), 3.8])
-        axes = top.subplots(
-            len(shown), 2, sharex="col", sharey="row", squeeze=False, gridspec_kw={"width_ratios": [4, 1]}
-        )
-        bins = int(np.clip(np.sqrt(len(dE)), 5, 50))
-        for row, k in enumerate(shown):
-            values = dE[:, k] / n_atoms
-            mean = float(values.mean())
-            fluctuation = (values - mean) * 1000.0
-            ax, hist = axes[row]
-            ax.plot(time_ps, fluctuation, color=f"C{row}", lw=0.9)
-            ax.axhline(0, color="k", lw=0.5)
-            ax.set_ylabel(f"$\\Delta E_{{{k + 1}}}$ - mean\n(meV/atom)")
-            ax.text(
-                0.01,
-                0.95,
-                f"$\\Delta E_{{{k + 1}}}$: mean {_number(mean)} eV/atom, std {fluctuation.std():.3g} meV/atom",
-                transform=ax.transAxes, va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
-            )
-            hist.hist(fluctuation, bins=bins, orientation="horizontal", color=f"C{row}", alpha=0.8)
-            hist.tick_params(labelleft=False)
-        axes[-1, 0].set_xlabel("time (ps)")
-        axes[-1, 1].set_xlabel("frames")
-        axes[0, 0].set_title("body-order contributions: fluctuation about the mean, per atom")
-        axes[0, 1].set_title("distribution")
+        _draw_fluctuations(top, time_ps, dE[:, shown] / n_atoms, [k + 1 for k in shown])
     else:
         bottom = fig
     left, right = bottom.subplots(1, 2)
@@ -165,13 +133,9 @@ def plot_log(path: str | os.PathLike, output: str | os.PathLike) -> Path:
     for values, label, marker in series:
         keep = values > 0
         left.plot(ks[keep], values[keep], marker=marker, label=label)
-    if "full_model_energy" in obs and "potential_energy" in obs:
-        full = obs["full_model_energy"]
-        truncated = dict(zip(obs["potential_energy"]["step"].tolist(), obs["potential_energy"]["value"].tolist()))
-        remainder = [f - truncated[s] for s, f in zip(full["step"].tolist(), full["value"].tolist())
-                     if s in truncated and np.isfinite(f)]
-        if remainder and np.mean(remainder) != 0:
-            left.axhline(abs(np.mean(remainder)) / n_atoms, color="k", ls="--", label="|plain model - $E^{(K)}$|")
+    remainder = _remainders(data)
+    if remainder and np.mean(remainder) != 0:
+        left.axhline(abs(np.mean(remainder)) / n_atoms, color="k", ls="--", label="|plain model - $E^{(K)}$|")
     left.set_yscale("log")
     left.set_xticks(ks)
     left.set_xlabel("body order k")
@@ -179,7 +143,45 @@ def plot_log(path: str | os.PathLike, output: str | os.PathLike) -> Path:
     left.set_title("size of each body order")
     left.legend(fontsize=8)
 
-    ax = right
+    _draw_energy_or_temperature(right, data, ensemble)
+
+    output = Path(output)
+    fig.savefig(output)
+    return output
+
+
+def _draw_fluctuations(figure, time_ps, per_atom: np.ndarray, orders: list[int]) -> None:
+    """One row per order: dE_k - mean (meV/atom) over time, and its histogram."""
+    axes = figure.subplots(
+        len(orders), 2, sharex="col", sharey="row", squeeze=False, gridspec_kw={"width_ratios": [4, 1]}
+    )
+    bins = int(np.clip(np.sqrt(len(per_atom)), 5, 50))
+    for row, k in enumerate(orders):
+        values = per_atom[:, row]
+        mean = float(values.mean())
+        fluctuation = (values - mean) * 1000.0
+        ax, hist = axes[row]
+        ax.plot(time_ps, fluctuation, color=f"C{row}", lw=0.9)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_ylabel(f"$\\Delta E_{{{k}}}$ - mean\n(meV/atom)")
+        ax.text(
+            0.01,
+            0.95,
+            f"$\\Delta E_{{{k}}}$: mean {_number(mean)} eV/atom, std {fluctuation.std():.3g} meV/atom",
+            transform=ax.transAxes, va="top", fontsize=8, bbox={"facecolor": "white", "alpha": 0.8, "lw": 0},
+        )
+        hist.hist(fluctuation, bins=bins, orientation="horizontal", color=f"C{row}", alpha=0.8)
+        hist.tick_params(labelleft=False)
+    axes[-1, 0].set_xlabel("time (ps)")
+    axes[-1, 1].set_xlabel("frames")
+    axes[0, 0].set_title("body-order contributions: fluctuation about the mean, per atom")
+    axes[0, 1].set_title("distribution")
+
+
+def _draw_energy_or_temperature(ax, data: LogData, ensemble: str) -> None:
+    """NVE: the total energy's change (meV/atom); a thermostat: the temperature."""
+    obs = data.observables
+    n_atoms = len(data.numbers)
     if ensemble == "nve" and "total_energy" in obs:
         total = obs["total_energy"]
         ax.plot(total["time"] / 1000.0, (total["value"] - total["value"][0]) / n_atoms * 1000)
@@ -197,17 +199,18 @@ def plot_log(path: str | os.PathLike, output: str | os.PathLike) -> Path:
         ax.set_title(f"thermostat ({ensemble})")
     ax.set_xlabel("time (ps)")
 
-    output = Path(output)
-    fig.savefig(output)
-    return output
-
 
 def _number(value: float) -> str:
     """Four decimals, or three significant digits for what they would show as 0."""
     return f"{value:.4f}" if abs(value) >= 0.01 or value == 0 else f"{value:.3g}"
 
 
-def _formula(numbers) -> str:
-    import ase
-
-    return ase.Atoms(numbers=numbers).get_chemical_formula()
+def _remainders(data: LogData) -> list[float]:
+    """The plain model's energy minus E^(K) at every step where both were logged (eV)."""
+    obs = data.observables
+    if "full_model_energy" not in obs or "potential_energy" not in obs:
+        return []
+    full = obs["full_model_energy"]
+    truncated = dict(zip(obs["potential_energy"]["step"].tolist(), obs["potential_energy"]["value"].tolist()))
+    return [f - truncated[s] for s, f in zip(full["step"].tolist(), full["value"].tolist())
+            if s in truncated and np.isfinite(f)]

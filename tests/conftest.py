@@ -124,3 +124,25 @@ def pet_model(tmp_path_factory):
         shutil.copyfileobj(f_in, f_out)
     subprocess.run(["mtt", "export", str(ckpt), "-o", str(folder / "pet.pt")], check=True, cwd=folder)
     return folder / "pet.pt"
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every matplotlib Figure saved during the test, in order: to check what is drawn
+    (axes, labels, lines), not only that a file was written."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    save = Figure.savefig
+
+    def record(self, *args, **kwargs):
+        figures.append(self)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return figures
+
+
+def lines_by_label(axes) -> dict:
+    """The labelled lines of matplotlib axes, by label."""
+    return {line.get_label(): line for line in axes.get_lines() if not line.get_label().startswith("_")}

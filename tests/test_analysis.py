@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ase
 import numpy as np
-from conftest import CUTOFF, SPECIES
+from conftest import CUTOFF, SPECIES, lines_by_label
 
 from ase_bodyorder.analysis import convergence, dimer_curve, trimer_curve
 from ase_bodyorder.cli import main
@@ -41,10 +41,17 @@ def test_convergence_reaches_the_plain_model(many_body_potential):
     assert abs(result["truncated_energies"][-1] - result["full_energy"]) < 1e-10
 
 
-def test_curves_command(exported_models, tmp_path, capsys):
+def test_curves_command(exported_models, tmp_path, capsys, saved_figures):
     assert main(["curves", "--model", str(exported_models["full"]), "--species", "H", "--points", "5",
                  "-o", str(tmp_path / "curves.png")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     label = str(exported_models["full"])
     assert lines[0] == f"distance_A,{label}:dimer_eV,{label}:trimer_eV" and len(lines) == 6
     assert (tmp_path / "curves.png").stat().st_size > 5000
+    (figure,) = saved_figures
+    assert [ax.get_title() for ax in figure.axes] == ["H-H dimer", "H-H-H trimer"]
+    rows = np.array([line.split(",") for line in lines[1:]], dtype=float)
+    for ax, column in zip(figure.axes, (1, 2)):
+        distance, energy = lines_by_label(ax)[label].get_data()
+        np.testing.assert_allclose(distance, rows[:, 0], atol=1e-4)
+        np.testing.assert_allclose(energy, rows[:, column], atol=1e-7)

@@ -21,7 +21,7 @@ from ase_bodyorder.compare import (
     reference_expansions,
     shipped_clusters,
 )
-from conftest import inclusion_exclusion, random_cluster
+from conftest import inclusion_exclusion, lines_by_label, random_cluster
 
 
 def _lj():
@@ -97,9 +97,22 @@ def test_the_comparison_table(tmp_path, exported_models):
     record = json.loads(result.to_json())
     assert record["rows"][0]["group"] == "low"
     np.testing.assert_allclose(record["per_cluster"]["high"]["lj"], result.models["lj"]["high"])
-    result.plot(tmp_path / "orders.png")
-    result.plot(tmp_path / "learning.png", learning=True)
+    figure = result.plot(tmp_path / "orders.png")
     assert (tmp_path / "orders.png").stat().st_size > 10_000
+    # a panel per group; in each, the reference and the model as lines of |mean dE_k| against k
+    assert [ax.get_title() for ax in figure.axes] == [f"{g} ({n} clusters)" for g, n in result.groups.items()]
+    for ax, group in zip(figure.axes, result.groups):
+        lines = lines_by_label(ax)
+        assert set(lines) == {result.reference_name, "model", "lj"}
+        ks, values = lines["lj"].get_data()
+        assert list(ks) == list(range(2, result.max_order + 1))
+        mean = np.abs(result.models["lj"][group].mean(axis=0)[1:])
+        drawn = np.isfinite(values)
+        np.testing.assert_allclose(values[drawn], mean[drawn])
+        assert ax.get_xlabel() == "body order k" and ax.get_yscale() == "log"
+    learning = result.plot(tmp_path / "learning.png", learning=True)
+    assert all("% of" in ax.get_ylabel() for ax in learning.axes)
+    assert {line.get_label() for line in learning.axes[0].get_lines()} >= {"dE_2"}
 
 
 def test_reference_energies_are_cached_on_disk(tmp_path):
@@ -203,13 +216,16 @@ def test_models_with_other_species_are_named(tmp_path):
 # the command
 
 
-def test_compare_command_on_the_shipped_clusters(tmp_path, capsys):
+def test_compare_command_on_the_shipped_clusters(tmp_path, capsys, saved_figures):
     figure = tmp_path / "orders.png"
     assert main(["compare", "--model", "pet-h-fci", "-K", "4", "--format", "csv", "-o", str(figure)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("group,model,k,dE_meV_per_atom,reference_meV_per_atom,percent_of_reference")
     assert len(lines) == 1 + 2 * 3  # two densities, k = 2..4
     assert figure.stat().st_size > 10_000
+    (drawn,) = saved_figures
+    assert [ax.get_title() for ax in drawn.axes] == ["low (4 clusters)", "high (4 clusters)"]
+    assert all(set(lines_by_label(ax)) == {"FCI/STO-3G", "pet-h-fci"} for ax in drawn.axes)
     assert main(["compare", "--model", "pet-h-fci", "-K", "3", "-o", str(figure)]) == 2
     assert "exists: pass --overwrite" in capsys.readouterr().err
 

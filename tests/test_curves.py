@@ -16,6 +16,7 @@ from ase_bodyorder.analysis import (
 )
 from ase_bodyorder.cli import main
 from ase_bodyorder.reference import ReferenceBackend, ReferencePotential
+from conftest import lines_by_label
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def _reference_file(folder, distances, energies):
     return path
 
 
-def test_curves_command_with_models_and_a_reference(tmp_path, capsys):
+def test_curves_command_with_models_and_a_reference(tmp_path, capsys, saved_figures):
     distances = np.linspace(0.6, 3.0, 7)
     path = _reference_file(tmp_path, distances, -np.exp(-distances))
     arguments = ["curves", "--model", "default", "--model", "soap-bpnn-h-fci", "--reference", str(path),
@@ -68,6 +69,11 @@ def test_curves_command_with_models_and_a_reference(tmp_path, capsys):
     expected = dimer_curve("default", ("H", "H"), distances).energy
     assert np.allclose(rows[:, 1], expected, atol=1e-7)
     assert (tmp_path / "c.png").stat().st_size > 10_000 and (tmp_path / "hh.table").exists()
+    (ax,) = saved_figures[0].axes  # one panel: the H-H dimer, the reference dashed
+    lines = lines_by_label(ax)
+    assert set(lines) == {"default", "soap-bpnn-h-fci", "ref (reference)"}
+    assert lines["ref (reference)"].get_linestyle() == "--" and lines["default"].get_linestyle() == "-"
+    np.testing.assert_allclose(lines["default"].get_ydata(), expected, atol=1e-7)
     assert main(arguments) == 2  # existing outputs are not replaced without --overwrite
     assert "exists" in capsys.readouterr().err
 

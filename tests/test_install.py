@@ -1,7 +1,8 @@
 """A normal (non-editable) install drives i-PI from any folder.
 
 A wheel is built from this checkout and installed, without its dependencies (they come
-from the test environment), into a fresh virtual environment. Everything then runs from
+from the test environment, itself a virtual environment or not), into a fresh virtual
+environment. Everything then runs from
 a folder outside the checkout, with that environment's commands: the PES file path it
 prints, a real i-PI server with its socket driver, and an in-process run of a shipped
 example named by a path relative to the working folder.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import time
@@ -37,9 +39,19 @@ def installed(tmp_path_factory) -> Path:
     # the build must leave the checkout as it was
     shutil.rmtree(ROOT / "build", ignore_errors=True)
     wheel = next((folder / "dist").glob("ase_bodyorder-*.whl"))
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(folder / "venv")], check=True,
-                   timeout=BOUND)
+    # The new environment sees the test environment's packages through a .pth file of
+    # plain folders: `venv --system-site-packages` would give it the *base* Python's,
+    # which inside a virtual environment (as most people install) lack everything. A
+    # folder named in a .pth file is searched after the environment's own, and its own
+    # .pth files (an editable install of this checkout) are not run: the wheel wins.
+    subprocess.run([sys.executable, "-m", "venv", str(folder / "venv")], check=True, timeout=BOUND)
     bin_dir = folder / "venv" / "bin"
+    purelib = subprocess.run(
+        [str(bin_dir / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, timeout=BOUND, capture_output=True, text=True,
+    ).stdout.strip()
+    parents = [*site.getsitepackages(), site.getusersitepackages()]
+    (Path(purelib) / "test_environment.pth").write_text("\n".join(p for p in parents if Path(p).is_dir()) + "\n")
     subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
                    check=True, timeout=BOUND)
     return bin_dir
@@ -70,7 +82,9 @@ def test_socket_run_with_the_installed_driver(installed, tmp_path):
     text = text.replace("<address>bodyorder</address>", f"<address>{address}</address>")
     (tmp_path / "input.xml").write_text(text)
     log = open(tmp_path / "ipi.log", "w")
-    server = subprocess.Popen(["i-pi", "input.xml"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    # the test environment's i-pi (its folder is on PATH only when it is activated)
+    i_pi = shutil.which("i-pi", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    server = subprocess.Popen([i_pi, "input.xml"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     try:
         deadline = time.time() + BOUND
@@ -80,7 +94,9 @@ def test_socket_run_with_the_installed_driver(installed, tmp_path):
         # the installed driver, through the PES file of the installed package
         plugin = _run([str(installed / "ase-bodyorder"), "ipi", "plugin-path"], tmp_path).stdout.strip()
         driver = _run(
-            [str(installed / "i-pi-py_driver") if (installed / "i-pi-py_driver").exists() else "i-pi-py_driver",
+            # i-PI's driver script, run by the new environment's Python: the wheel's package
+            [str(installed / "python"),
+             shutil.which("i-pi-py_driver", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"),
              "-m", "custom", "-P", plugin, "-u", "-a", address, "-o", "template=h16.xyz,max_order=2,threads=1"],
             tmp_path,
             env={**os.environ, "PATH": f"{installed}:{os.environ['PATH']}"},

@@ -1,4 +1,5 @@
-"""The main job: MD from the command line with a per-step H5MD many-body log."""
+"""MD with the truncated calculator: energy conservation under ASE, and the main job, MD
+from the command line with a per-step H5MD many-body log."""
 
 from __future__ import annotations
 
@@ -10,15 +11,50 @@ import sys
 import time
 
 import ase.io
+from ase import units
+from ase.md.velocitydistribution import Stationary
+from ase.md.verlet import VelocityVerlet
 import h5py
 import numpy as np
 import pytest
-from conftest import random_cluster
+from conftest import lines_by_label, random_cluster
 
-from ase_bodyorder import decompose
+from ase_bodyorder import BodyOrderCalculator, decompose
 from ase_bodyorder.cli import main
 from ase_bodyorder.h5md import read_log
+from ase_bodyorder.md import _thermalize  # ASE's Maxwell-Boltzmann momenta, old ASE or new
+from ase_bodyorder.reference import ReferenceBackend
 from ase_bodyorder.report import energy_drift
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_nve_conserves_energy(many_body_potential, order):
+    """Must-show 7: VelocityVerlet NVE; eps(S) vanishes smoothly as S disconnects."""
+    atoms = random_cluster(10, 0.05, 3, species=[6, 8], min_distance=1.1)
+    atoms.calc = BodyOrderCalculator(ReferenceBackend(many_body_potential), order)
+    _thermalize(atoms, 600, np.random.default_rng(0))
+    Stationary(atoms)
+    timestep = 0.5  # fs
+    dyn = VelocityVerlet(atoms, timestep * units.fs)
+    energies, counts = [], set()
+
+    def record():
+        energies.append(atoms.get_total_energy())
+        counts.add(tuple(atoms.calc.results["subcluster_counts"]))
+
+    dyn.attach(record, interval=1)
+    dyn.run(400)
+    energies = np.array(energies)
+    duration_ps = 400 * timestep / 1000
+    drift = abs(np.polyfit(np.arange(len(energies)) * timestep / 1000, energies, 1)[0]) / len(atoms)
+    fluctuation = energies.std() / len(atoms)
+    print(f"K={order}: drift {drift:.2e} eV/atom/ps, fluctuation {fluctuation:.2e} eV/atom")
+    # the trajectory really changed the graph (subsets (dis)connected during the run)
+    assert len(counts) > 1
+    assert drift < 1e-3
+    assert fluctuation < 1e-3
+    assert abs(energies[-1] - energies[0]) / len(atoms) < 5e-3 * duration_ps / 0.2
+
 
 
 @pytest.fixture
@@ -162,7 +198,7 @@ def test_decompose_command(exported_models, structure, tmp_path, capsys):
     assert np.allclose(record["body_order_energies"], fresh.body_order_energies)
 
 
-def test_info_and_report(exported_models, structure, tmp_path, capsys):
+def test_info_and_report(exported_models, structure, tmp_path, capsys, saved_figures):
     log = tmp_path / "run.h5"
     assert _md(exported_models["full"], structure, log, "--full-model-every", "5") == 0
     capsys.readouterr()
@@ -172,6 +208,12 @@ def test_info_and_report(exported_models, structure, tmp_path, capsys):
     assert "command:" in text and "--full-model-every 5" in text
     assert main(["report", str(log), "-o", str(tmp_path / "report.png")]) == 0
     assert (tmp_path / "report.png").stat().st_size > 10_000
+    (figure,) = saved_figures  # dE_2, dE_3 (time series and histograms), sizes, energy conservation
+    assert "K = 3" in figure._suptitle.get_text() and "31 frames" in figure._suptitle.get_text()
+    titles = [ax.get_title() for ax in figure.get_axes()]
+    assert "size of each body order" in titles and any(t.startswith("energy conservation") for t in titles)
+    sizes = next(ax for ax in figure.get_axes() if ax.get_title() == "size of each body order")
+    assert "|plain model - $E^{(K)}$|" in lines_by_label(sizes)  # the --full-model-every remainder
     assert main(["report", str(log), "-o", str(tmp_path / "report.png")]) == 2  # no silent overwrite
     assert main(["report", str(log), "-o", str(tmp_path / "report.pdf")]) == 0
 

@@ -84,7 +84,7 @@ def add_model_options(parser: argparse.ArgumentParser, order_required: bool = Tr
         help="locality radius in A, or 'all' for every subset (finite structures only) "
         "(default: the model's radius)",
     )
-    parser.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
+    parser.add_argument("--device", default=None, help="torch device (default: the model's preferred; cpu for SevenNet)")
     if not extra:
         return
     parser.add_argument(
@@ -190,9 +190,10 @@ def check_model(model: str) -> None:
     raise CommandError(f"no model file or known model named '{model}'; {known}")
 
 
-def make_calculator(args, atoms=None, client=None):
+def make_calculator(args, atoms=None, client=None, structures=None):
     """The BodyOrderCalculator of the model options (``atoms``: the structure whose
-    molecules --fragments molecules takes)."""
+    molecules --fragments molecules takes; ``structures``: all that it will see, default
+    ``[atoms]``, for the number of bodies). Its progress is shown unless --quiet."""
     from ..calculator import BodyOrderCalculator
     from ..expansion import molecules
 
@@ -207,15 +208,31 @@ def make_calculator(args, atoms=None, client=None):
             fragments = json.loads(args.fragments)
         except ValueError as error:
             raise CommandError(f"--fragments is not valid JSON: {error}") from None
+    structures = structures if structures is not None else ([atoms] if atoms is not None else [])
     return BodyOrderCalculator(
         args.model,
-        args.max_order,
+        _body_order(args.max_order, structures, fragments),
         cutoff=calculator_cutoff(args.cutoff),
         fragments=fragments,
         device=args.device,
         dtype=args.dtype,
         client=client,
+        progress=not getattr(args, "quiet", False),
     )
+
+
+def _body_order(order: int, structures: list, fragments) -> int:
+    """-K, or the number of bodies when -K is more than every finite structure has
+    (E^(N) of N bodies is the plain model: larger orders add nothing), said on stderr."""
+    if not structures or any(atoms.pbc.any() for atoms in structures):
+        return order  # a periodic structure has infinitely many bodies
+    bodies = max(len(fragments) if fragments else len(atoms) for atoms in structures)
+    if order <= bodies:
+        return order
+    what = "molecules" if fragments else "atoms"
+    print(f"note: -K {order} is more than the {bodies} bodies ({what}) of the structure: using K = {bodies}, "
+          "where the expansion is the plain model", file=sys.stderr)
+    return bodies
 _EXPECTED = "expected a structure file that ASE can read (e.g. extxyz, xyz, cif, POSCAR)"
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 

@@ -48,7 +48,7 @@ def register(subparsers) -> None:
     curves.add_argument(
         "--points", type=int, default=None, help="number of distances from --min to --max (default 91)"
     )
-    curves.add_argument("--device", default=None, help="torch device (default: the model's preferred)")
+    curves.add_argument("--device", default=None, help="torch device (default: the model's preferred; cpu for SevenNet)")
     curves.add_argument("-o", "--output", default=None, help="plot to FILE.png or FILE.pdf (default: no plot)")
     curves.add_argument(
         "--lammps-table", default=None, metavar="FILE",

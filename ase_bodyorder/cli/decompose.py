@@ -35,8 +35,8 @@ def _cmd_decompose(args) -> int:
         frames += these
     with dask_client(args) as client:
         # with --fragments molecules, the molecules of the first frame (as md finds them)
-        calculator = make_calculator(args, frames[0], client)
-        rows = _DecompositionWriter(args.format, args.max_order, args.full_model, max(map(len, names)))
+        calculator = make_calculator(args, frames[0], client, structures=frames)
+        rows = _DecompositionWriter(args.format, calculator.max_order, args.full_model, max(map(len, names)))
         results = decompose_frames(
             frames, calculator, full_model=args.full_model, progress=not args.quiet and len(frames) > 1
         )

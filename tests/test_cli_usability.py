@@ -10,6 +10,7 @@ import argparse
 import subprocess
 import sys
 import textwrap
+import json
 import warnings
 
 import ase
@@ -414,3 +415,115 @@ def test_interrupt_exits_130(log, monkeypatch, capsys):
     monkeypatch.setattr(cli, "_cmd_info", interrupt)
     assert main(["info", str(log)]) == 130
     assert capsys.readouterr().err == "ase-bodyorder info: interrupted\n"
+
+
+# ----------------------------------------------------------------------------------
+# 10. whose error it is, by class (ase_bodyorder.errors)
+
+
+def test_errors_are_classified_by_their_class(log, monkeypatch, capsys):
+    import ase.calculators.calculator as ase_calculator
+
+    import ase_bodyorder.cli.info as cli
+    from ase_bodyorder.errors import InputError, RunError, SettingError
+
+    assert issubclass(InputError, ase_calculator.InputError) and issubclass(InputError, ValueError)
+    assert issubclass(SettingError, TypeError) and issubclass(SettingError, InputError)
+    cases = [(InputError("bad input"), 2), (RunError("could not go on"), 1), (FileNotFoundError("gone"), 2),
+             (ValueError("raised by numpy, say"), 1)]
+    for error, code in cases:
+        def fail(args, error=error):
+            raise error
+
+        monkeypatch.setattr(cli, "_cmd_info", fail)
+        assert main(["info", str(log)]) == code
+        err = capsys.readouterr().err
+        own = isinstance(error, (InputError, RunError, FileNotFoundError))
+        assert ("Traceback" in err) is not own and ("internal error" in err) is not own
+
+
+def test_a_library_message_names_no_command_line_option(tmp_path):
+    from ase_bodyorder.errors import LogExistsError
+
+    path = write_log(tmp_path / "run.h5", 2)
+    with pytest.raises(LogExistsError) as caught:
+        H5MDWriter(path, np.ones(8, int), np.ones(8))
+    assert "--" not in str(caught.value) and "mode='overwrite'" in str(caught.value)
+
+
+def test_runaway_advice_names_the_options_on_the_command_line(capsys):
+    from ase_bodyorder.cli.common import warnings_to_stderr
+
+    with warnings_to_stderr("md"):
+        warnings.warn(RunawayWarning("running away. Try a smaller time step", remedies=("timestep_fs", "max_order")))
+    assert capsys.readouterr().err == (
+        "ase-bodyorder md: warning: running away. Try a smaller time step (options: --timestep, -K)\n")
+
+
+# ----------------------------------------------------------------------------------
+# 11. one name for one thing; saying what a long first step does
+
+
+def test_cutoff_all_means_every_subset_in_every_command(h2, tmp_path, capsys):
+    cluster = tmp_path / "h4.xyz"
+    ase.io.write(cluster, ase.Atoms("H4", positions=[[0, 0, 0], [0, 0, 0.8], [0, 0, 3.0], [0, 0, 9.0]]))
+    assert main(["decompose", str(cluster), "-K", "2", "--cutoff", "all", "--format", "json"]) == 0
+    record = json.loads(capsys.readouterr().out)[0]
+    assert record["subcluster_counts"] == [4, 6]  # every pair, the far atom's too
+    assert main(["decompose", str(cluster), "-K", "2", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["subcluster_counts"] == [4, 3]  # within 4 A: not the far atom
+    with pytest.raises(SystemExit) as caught:  # argparse's own error
+        main(["decompose", str(cluster), "-K", "2", "--cutoff", "some"])
+    assert caught.value.code == 2
+    assert "must be a distance in A or 'all'" in capsys.readouterr().err
+
+
+def test_an_order_above_the_number_of_bodies_uses_the_number_of_bodies(h2, tmp_path, capsys):
+    log = tmp_path / "h2.h5"
+    assert main(["md", str(h2), "-K", "99", "--steps", "2", "--log", str(log), "--quiet"]) == 0
+    assert "note: -K 99 is more than the 2 bodies (atoms) of the structure: using K = 2" in capsys.readouterr().err
+    assert read_log(log).metadata["max_order"] == 2
+
+
+def test_a_long_calculation_shows_its_size_and_progress(monkeypatch, capsys):
+    import ase_bodyorder.calculator as calculator_module
+    import ase_bodyorder.mbe as mbe
+
+    monkeypatch.setattr(mbe, "PROGRESS_DELAY_S", 0.0)  # "long" from the start
+    monkeypatch.setattr(calculator_module, "LARGE_EXPANSION_ATOMS", 10)
+    atoms = ase.Atoms("H6", positions=np.random.default_rng(0).uniform(0, 3, (6, 3)))
+    calc = BodyOrderCalculator(LennardJones(rc=3.0, smooth=True), 3, cutoff=None, max_atoms_per_chunk=9,
+                               progress=True)
+    calc.get_potential_energy(atoms)
+    err = capsys.readouterr().err
+    assert "expansion: 6 + 15 + 20 subclusters of orders 1..3" in err and "subclusters:" in err
+    calc.get_potential_energy(atoms.copy())  # announced once per calculator
+    assert "expansion:" not in capsys.readouterr().err
+    quiet = BodyOrderCalculator(LennardJones(rc=3.0, smooth=True), 3, cutoff=None, max_atoms_per_chunk=9)
+    quiet.get_potential_energy(atoms)
+    assert capsys.readouterr().err == ""
+
+
+def test_todict_round_trips_or_refuses():
+    from ase_bodyorder.errors import RunError
+
+    calc = BodyOrderCalculator("default", 2, skin=0.3, cutoff=3.5)
+    again = BodyOrderCalculator(**calc.todict())
+    assert again.todict() == calc.todict() and again.parameters == calc.parameters
+    with pytest.raises(RunError, match="cannot name a model given as a LennardJones object"):
+        BodyOrderCalculator(LennardJones(rc=3.0), 2, cutoff=3.0).todict()
+
+
+def test_calculators_named_by_text(tmp_path):
+    from ase_bodyorder.errors import InputError
+    from ase_bodyorder.loading import load_calculator
+
+    assert isinstance(load_calculator("ase.calculators.lj:LennardJones"), LennardJones)
+    (tmp_path / "helper.py").write_text("SIGMA = 1.5\n")
+    (tmp_path / "mine.py").write_text(
+        "from ase.calculators.lj import LennardJones\nfrom helper import SIGMA\nmade = LennardJones(sigma=SIGMA)\n")
+    assert load_calculator(f"{tmp_path / 'mine.py'}:made").parameters.sigma == 1.5  # its folder importable
+    for text, message in (("mine", "expected MODULE:NAME"), (f"{tmp_path / 'mine.py'}:other", "has no other"),
+                          ("no_such_module_here:X", "cannot import no_such_module_here")):
+        with pytest.raises(InputError, match=message):
+            load_calculator(text)
