@@ -16,12 +16,13 @@ calculator.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import ase
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, UnphysicalCurveWarning
 from .backends.base import ClusterBatch
 from .backends.select import make_backend, model_label
 from .decomposition import decompose
@@ -35,6 +36,7 @@ __all__ = [
     "dimer_curve",
     "plot_curves",
     "read_lammps_table",
+    "short_range_turn",
     "reference_curve",
     "trimer_curve",
     "write_lammps_table",
@@ -198,13 +200,37 @@ def curves_csv(curves: list[Curve], distances, reference: Curve | None = None) -
     return "\n".join(lines) + "\n"
 
 
+def short_range_turn(curve: Curve) -> float | None:
+    """Where a curve turns unphysical at short range, or None when it does not: when its
+    lowest value lies at its shortest distance, the distance of the highest point
+    between there and its deepest well further out (or of its highest point, without
+    such a well). Below it the curve falls as the atoms approach, and a run that gets
+    there collapses."""
+    energy = np.asarray(curve.energy, dtype=float)
+    if len(energy) < 3 or int(np.nanargmin(energy)) != 0:
+        return None
+    interior = [i for i in range(1, len(energy) - 1) if energy[i] <= energy[i - 1] and energy[i] <= energy[i + 1]]
+    well = min(interior, key=lambda i: energy[i]) if interior else len(energy) - 1
+    return float(curve.distance[int(np.nanargmax(energy[: well + 1]))])
+
+
 def write_lammps_table(curve: Curve, path, keyword: str | None = None) -> None:
     """eps_2(r) of a dimer curve (with its forces) as a LAMMPS ``pair_style table``
     file: ``pair_style table linear N`` and ``pair_coeff I J FILE KEYWORD``. Energies
-    in eV, distances in A, forces in eV/A (LAMMPS ``units metal``)."""
+    in eV, distances in A, forces in eV/A (LAMMPS ``units metal``). LAMMPS re-spaces
+    the table evenly in r^2 with its own N points: give N in the thousands
+    (docs/export.md, LAMMPS pair tables). Warns (:class:`~ase_bodyorder.errors.UnphysicalCurveWarning`)
+    when the curve has no repulsive wall: its lowest value at its shortest distance."""
     if curve.kind != "dimer" or curve.force is None:
         raise InputError("a LAMMPS table needs a dimer curve computed with its forces (dimer_curve)")
     names = "-".join(ase.data.chemical_symbols[z] for z in curve.species)
+    turn = short_range_turn(curve)
+    if turn is not None:
+        warnings.warn(UnphysicalCurveWarning(
+            f"the {names} table of {curve.label or 'a model'} has its lowest value, {curve.energy[0]:.4g} eV, at its "
+            f"shortest distance {curve.distance[0]:g} A: below {turn:g} A the curve falls as the atoms approach "
+            "(no repulsive wall), and a LAMMPS run that gets there collapses"
+        ), stacklevel=2)
     keyword = keyword or f"{names.replace('-', '_')}_EPS2"
     lines = [
         f"# eps_2(r) of {curve.label or 'a model'} for {names}, written by ase-bodyorder",

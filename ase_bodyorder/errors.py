@@ -14,7 +14,7 @@ Whose error it is follows from the class, not from where it was raised:
   traceback.
 
 Every exception here derives from :class:`BodyOrderError`, so ``except BodyOrderError``
-catches all of them and nothing else.
+catches all of them and nothing else; every warning from :class:`BodyOrderWarning`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ase.calculators.calculator import InputError as _AseInputError
 
 __all__ = [
     "BodyOrderError",
+    "BodyOrderWarning",
     "DistributedError",
     "ExpansionTooLargeError",
     "InputError",
@@ -33,6 +34,7 @@ __all__ = [
     "ReferenceFailed",
     "RunError",
     "SettingError",
+    "UnphysicalCurveWarning",
 ]
 
 
@@ -81,3 +83,12 @@ class DistributedError(RunError):
 
 class ReferenceFailed(RunError):
     """A reference calculator failed on a subcluster (the message names it)."""
+
+
+class BodyOrderWarning(UserWarning):
+    """Base of the package's warnings: the command line shows each as one line."""
+
+
+class UnphysicalCurveWarning(BodyOrderWarning):
+    """A curve (a LAMMPS pair table) falls at short range instead of rising: a run
+    that reaches those distances collapses."""

@@ -16,7 +16,7 @@ import ase
 import numpy as np
 from ase import units
 
-from .errors import InputError, LogMismatchError
+from .errors import BodyOrderWarning, InputError, LogMismatchError
 from .h5md import H5MDWriter, read_log
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-class RunawayWarning(UserWarning):
+class RunawayWarning(BodyOrderWarning):
     """The dynamics is running away: the temperature far above the thermostat's target,
     or the total energy of an NVE run far from its start. ``remedies`` names the
     settings of :func:`run_md` that may help (the command line shows its options)."""

@@ -320,14 +320,14 @@ _REMEDY_OPTIONS = {"timestep_fs": "--timestep", "max_order": "-K", "fragments": 
 
 @contextlib.contextmanager
 def warnings_to_stderr(command: str):
-    """Show the run's warnings (runaway dynamics) as one plain line on stderr each,
-    above the progress bar; other warnings keep Python's usual display."""
-    from ..md import RunawayWarning
+    """Show the package's warnings (runaway dynamics, unphysical curves) as one plain
+    line on stderr each, above a progress bar; other warnings keep Python's usual display."""
+    from ..errors import BodyOrderWarning
 
     show = warnings.showwarning
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
-        if issubclass(category, RunawayWarning):
+        if issubclass(category, BodyOrderWarning):
             from tqdm.auto import tqdm
 
             flags = [_REMEDY_OPTIONS[r] for r in getattr(message, "remedies", ()) if r in _REMEDY_OPTIONS]
@@ -337,7 +337,7 @@ def warnings_to_stderr(command: str):
             show(message, category, filename, lineno, file, line)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("always", RunawayWarning)
+        warnings.simplefilter("always", BodyOrderWarning)
         warnings.showwarning = showwarning
         yield
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .common import CommandError, check_figure_output, check_model
+from .common import CommandError, check_figure_output, check_model, warnings_to_stderr
 
 #: --species defaults, --min/--max (A) and the number of points without a reference curve
 _DEFAULT_RANGE = (0.5, 5.0, 91)
@@ -187,7 +187,8 @@ def _cmd_curves(args) -> int:
     if args.lammps_table:
         first = model_curves[0]  # a dimer: --kind dimer or both
         Path(args.lammps_table).unlink(missing_ok=True)
-        write_lammps_table(first, args.lammps_table)
+        with warnings_to_stderr(args.command):
+            write_lammps_table(first, args.lammps_table)
         print(f"LAMMPS table of {first.label} written to '{args.lammps_table}'", file=sys.stderr)
     return 0
 
