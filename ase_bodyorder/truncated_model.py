@@ -186,6 +186,12 @@ class TruncatedModel(torch.nn.Module):
         self._requests = requests
         self._chunk = int(max_atoms_per_chunk)
         self._graph = NeighborListOptions(cutoff=float(cutoff), full_list=True, strict=True, requestor="ase-bodyorder")
+        for options in requests:
+            # the wrapped model's own full list at the cutoff, when it has one: metatomic
+            # collects the wrapped model's requests too, so the engine builds one list
+            # (edges beyond the cutoff of a non-strict list are dropped in _enumerate)
+            if options.full_list and options.cutoff == float(cutoff):
+                self._graph = options
         self._de_names: List[str] = [DE_OUTPUT.format(k) for k in range(1, self._max_order + 1)]
 
     @torch.jit.export
@@ -194,7 +200,10 @@ class TruncatedModel(torch.nn.Module):
 
     def _enumerate(self, system: System, selected: torch.Tensor) -> Tuple[List[torch.Tensor], int, int]:
         """Canonical connected sets of 1..K images, and the code's offset and base."""
-        samples = system.get_neighbor_list(self._graph).samples.values.to(torch.int64)
+        neighbors = system.get_neighbor_list(self._graph)
+        samples = neighbors.samples.values.to(torch.int64)
+        with torch.no_grad():
+            samples = samples[torch.linalg.norm(neighbors.values.reshape(-1, 3), dim=1) < self._cutoff]
         first, second, shifts = samples[:, 0], samples[:, 1], samples[:, 2:5]
         largest = int(shifts.abs().max()) if shifts.shape[0] > 0 else 0
         offset = self._max_order * largest
