@@ -328,7 +328,7 @@ def test_ipi_runs_the_exported_file(tmp_path, monkeypatch):
         f"<ffdirect name='truncated' pbc='false'><pes>custom</pes><pes_path>{plugin}</pes_path>"
         "<parameters>{model: pet-h-fci, template: h16.xyz, max_order: 3}</parameters></ffdirect>"
     )
-    xml = re.sub(r"<ffdirect.*?</ffdirect>", forcefield, xml, flags=re.S)
+    xml = re.sub(r"<ffdirect.*?</ffdirect>", forcefield, xml, flags=re.DOTALL)
     plugin_potentials = _ipi_potentials(plugin_run, xml, 4, monkeypatch)
     assert len(exported_potentials) == 5
     assert np.abs(exported_potentials - plugin_potentials).max() < 1e-8
