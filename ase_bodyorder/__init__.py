@@ -28,6 +28,8 @@ _LAZY = {
     "assemble": ".mbe",
     "compare_expansions": ".compare",
     "shipped_clusters": ".compare",
+    "export_truncated": ".export",
+    "describe_model_file": ".export",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
     from .h5md import read_log
     from .models import default_model, list_models
     from .compare import compare_expansions, shipped_clusters
+    from .export import describe_model_file, export_truncated
 
 
 def __getattr__(name: str):

@@ -332,3 +332,31 @@ def test_ipi_runs_the_exported_file(tmp_path, monkeypatch):
     plugin_potentials = _ipi_potentials(plugin_run, xml, 4, monkeypatch)
     assert len(exported_potentials) == 5
     assert np.abs(exported_potentials - plugin_potentials).max() < 1e-8
+
+
+def test_the_export_command(tmp_path, capsys):
+    """ase-bodyorder export writes the file, says what it holds (as info does), and
+    refuses with exit 2 what cannot be exported, writing nothing."""
+    from metatomic_ase import MetatomicCalculator
+
+    from ase_bodyorder.cli import main
+
+    output = tmp_path / "pet-k2.pt"
+    assert main(["export", "pet-h-fci", "-K", "2", "-o", str(output)]) == 0
+    said = capsys.readouterr().out
+    assert "body order K: 2" in said and "ase-bodyorder::dE_2" in said
+    assert main(["info", str(output)]) == 0
+    assert capsys.readouterr().out == said
+    atoms = finite(4)
+    atoms.calc = MetatomicCalculator(str(output))
+    ours = BodyOrderCalculator("pet-h-fci", 2)
+    assert abs(atoms.get_potential_energy() - ours.get_potential_energy(atoms.copy())) < TOLERANCE
+    for arguments, message in (
+        (["export", "pet-h-fci", "-K", "2", "-o", str(output)], "exists: pass --overwrite"),
+        (["export", "pet-h-fci", "-K", "5", "-o", str(tmp_path / "k5.pt")], "body orders 1 to 4"),
+        (["export", "sevennet-0", "-K", "2", "-o", str(tmp_path / "s.pt")], "cannot be exported"),
+        (["export", "missing.pt", "-K", "2", "-o", str(tmp_path / "m.pt")], "does not exist"),
+    ):
+        assert main(arguments) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pet-k2.pt"]

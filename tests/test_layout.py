@@ -14,17 +14,17 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ase_bodyorder"
 #: layer and those below, never one above
 LAYERS = [
     {"errors"},
-    {"models", "expansion", "h5md", "fci"},
+    {"models", "expansion", "h5md", "fci", "truncated_model"},
     {"backends.base", "backends.packing"},
     {"backends.ase_calculator", "backends.metatomic", "backends.sevennet", "reference"},
     {"backends.select", "backends"},
-    {"backends.dask", "checks", "mbe", "loading"},
+    {"backends.dask", "checks", "mbe", "loading", "export"},
     {"calculator"},
     {"decomposition", "md", "report"},
     {"distributed", "analysis", "compare", "ipi_driver"},
     {"ipi", "ipi_bodyorder"},
     {"cli.common"},
-    {"cli.md", "cli.decompose", "cli.curves", "cli.compare", "cli.info", "cli.ipi"},
+    {"cli.md", "cli.decompose", "cli.curves", "cli.compare", "cli.export", "cli.info", "cli.ipi"},
     {"cli", "cli.__main__"},
 ]
 

@@ -1,7 +1,8 @@
 """The ``ase-bodyorder`` command line.
 
 One module per command family registers its subcommands and handlers (``md``,
-``decompose``, ``curves``, ``compare``, ``info``/``report``/``models``, ``ipi``); what
+``decompose``, ``curves``, ``compare``, ``export``, ``info``/``report``/``models``,
+``ipi``); what
 they share is in :mod:`.common`. Errors are handled here, in one place, by class
 (:mod:`ase_bodyorder.errors`):
 
@@ -32,7 +33,7 @@ import sys
 import traceback
 
 from ..errors import InputError, RunError
-from . import compare, curves, decompose, info, ipi, md
+from . import compare, curves, decompose, export, info, ipi, md
 
 __all__ = ["build_parser", "main"]
 
@@ -43,6 +44,7 @@ COMMANDS = (
     info.register_logs,
     curves.register,
     compare.register,
+    export.register,
     info.register_models,
     ipi.register,
 )

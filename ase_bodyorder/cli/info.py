@@ -1,5 +1,5 @@
-"""``ase-bodyorder models``, ``info`` and ``report``: what is installed, and what a
-log holds (text and plots)."""
+"""``ase-bodyorder models``, ``info`` and ``report``: what is installed, what a log holds
+(text and plots), and what a model file holds."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ from .common import CommandError
 
 def register_logs(subparsers) -> None:
     """Add the ``info`` and ``report`` commands."""
-    info = subparsers.add_parser("info", help="text summary of a log")
-    info.add_argument("log", help="H5MD log written by 'ase-bodyorder md' (or 'ipi run')")
+    info = subparsers.add_parser("info", help="text summary of a log, or what a model file (.pt) holds")
+    info.add_argument(
+        "log", metavar="FILE",
+        help="H5MD log written by 'ase-bodyorder md' (or 'ipi run'), or a metatomic .pt model file "
+        "(its name, and K, cutoff and outputs of a file written by 'ase-bodyorder export')",
+    )
     info.set_defaults(run=_cmd_info)
 
     report = subparsers.add_parser("report", help="plots of a log (PNG or PDF)")
@@ -30,6 +34,11 @@ def register_models(subparsers) -> None:
 
 
 def _cmd_info(args) -> int:
+    if Path(args.log).suffix == ".pt":
+        from ..export import describe_model_file
+
+        print(describe_model_file(args.log))
+        return 0
     from ..report import summarise
 
     print(summarise(args.log))
