@@ -15,6 +15,7 @@ from ase_bodyorder.analysis import (
     write_lammps_table,
 )
 from ase_bodyorder.cli import main
+from ase_bodyorder.errors import UnphysicalCurveWarning
 from ase_bodyorder.reference import ReferenceBackend, ReferencePotential
 from conftest import lines_by_label
 
@@ -157,8 +158,11 @@ def test_an_uneven_grid_is_written_without_lammps_r_keyword(pair_potential, tmp_
     written only for even grids (a reference curve's grid is not)."""
     even = dimer_curve(pair_potential, ("C", "H"), np.linspace(1.0, 3.0, 5))
     uneven = dimer_curve(pair_potential, ("C", "H"), np.array([1.0, 1.1, 1.3, 2.0, 3.0]))
-    write_lammps_table(even, tmp_path / "even.table")
-    write_lammps_table(uneven, tmp_path / "uneven.table")
+    # this pair potential is attractive all the way in: no repulsive wall, said each time
+    with pytest.warns(UnphysicalCurveWarning, match="C-H table"):
+        write_lammps_table(even, tmp_path / "even.table")
+    with pytest.warns(UnphysicalCurveWarning, match="C-H table"):
+        write_lammps_table(uneven, tmp_path / "uneven.table")
     assert "N 5 R 1 3" in (tmp_path / "even.table").read_text()
     text = (tmp_path / "uneven.table").read_text()
     assert "\nN 5\n" in text and " R " not in text
