@@ -232,6 +232,8 @@ class BodyOrderCalculator(Calculator):
         if key == "cutoff":
             if value is None:
                 return None
+            if isinstance(value, str) and value.lower() == "all":
+                return None  # every subset, as the command line's --cutoff all
             if isinstance(value, str):
                 if value != MODEL_CUTOFF:
                     raise InputError(f"cutoff must be a number of angstrom, {MODEL_CUTOFF!r} or None, got {value!r}")

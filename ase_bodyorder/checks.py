@@ -46,8 +46,9 @@ def check_locality(backend: Backend, numbers: np.ndarray, cutoff: float) -> None
                 f"the model is not local within cutoff={cutoff:.4g} A: two fragments "
                 f"{gap:.3f} A apart interact, E(A+B) - E(A) - E(B) = "
                 f"{combined - separate:.3e} eV. Give the cutoff the model really "
-                "uses (for message passing, one layer's cutoff), or cutoff=None to "
-                "take every subset (exact for any model, combinatorial cost)."
+                "uses (for message passing, one layer's cutoff; by default the model's own), "
+                "or every subset (cutoff None, 'all' on the command line: exact for any model, "
+                "combinatorial cost)."
             )
 
     if backend.packed:

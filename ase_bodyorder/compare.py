@@ -345,7 +345,7 @@ class Comparison:
                     if percent is None:
                         cells.append(f"{m:.1f}{mark}")
                     else:
-                        shown = f"{percent:.0f}%" if abs(percent) < 1000 else (">999%" if percent > 0 else "<-999%")
+                        shown = f"{round(percent)}%" if abs(percent) < 1000 else (">999%" if percent > 0 else "<-999%")
                         cells.append(f"{m:.1f} ({shown}){mark}")
                 lines.append(f"{label:<{width}}" + "".join(f"{c:>19}" for c in cells))
             lines.append("")

@@ -79,8 +79,9 @@ def decompose_frames(
     try:
         if client is None:
             for atoms in frames:
-                yield decompose(atoms, None, calculator.max_order, full_model=full_model, calculator=calculator)
-                bar.update()
+                result = decompose(atoms, None, calculator.max_order, full_model=full_model, calculator=calculator)
+                bar.update()  # before the yield: the reader may stop after the last frame
+                yield result
             return
         yield from _decompose_on_cluster(frames, calculator, full_model, client, bar)
     finally:

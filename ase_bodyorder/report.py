@@ -46,9 +46,10 @@ def summarise(path: str | os.PathLike) -> str:
         )
     else:
         lines.append("frames:     0")
+    shown = {("cutoff", -1.0): "all (every subset)", ("max_order", -1): "none (the plain model)"}
     for key in ("model", "model_sha256", "dtype", "max_order", "cutoff", "ensemble", "temperature_K", "timestep_fs", "package_version"):
         if key in meta:
-            lines.append(f"{key + ':':<17}{meta[key]}")
+            lines.append(f"{key + ':':<17}{shown.get((key, meta[key]), meta[key])}")
     obs = data.observables
     if "body_order_energies" in obs and len(obs["body_order_energies"]["value"]):
         dE = bead_average(obs["body_order_energies"]["value"])

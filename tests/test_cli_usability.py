@@ -475,7 +475,7 @@ def test_cutoff_all_means_every_subset_in_every_command(h2, tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:  # argparse's own error
         main(["decompose", str(cluster), "-K", "2", "--cutoff", "some"])
     assert caught.value.code == 2
-    assert "must be a distance in A or 'all'" in capsys.readouterr().err
+    assert "must be a distance in A, 'model' (the model's radius) or 'all'" in capsys.readouterr().err
 
 
 def test_an_order_above_the_number_of_bodies_uses_the_number_of_bodies(h2, tmp_path, capsys):
@@ -527,3 +527,49 @@ def test_calculators_named_by_text(tmp_path):
                           ("no_such_module_here:X", "cannot import no_such_module_here")):
         with pytest.raises(InputError, match=message):
             load_calculator(text)
+
+
+# ----------------------------------------------------------------------------------
+# 12. from a newcomer's trial
+
+
+def test_a_device_the_machine_lacks_is_bad_input(h2, tmp_path, capsys):
+    for device in ("cuda", "nonsense"):
+        assert main(["md", str(h2), "-K", "2", "--steps", "1", "--device", device, "--log", str(tmp_path / "d.h5")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ase-bodyorder md: error: device '{device}'") and err.count("\n") == 1
+    assert not (tmp_path / "d.h5").exists()
+
+
+def test_a_decomposition_refused_at_its_first_structure_writes_nothing_on_stdout(h2, capsys):
+    assert main(["decompose", str(h2), "-K", "2", "--cutoff", "0.5", "--format", "csv"]) == 2  # not local
+    captured = capsys.readouterr()
+    assert captured.out == "" and "not local" in captured.err
+
+
+def test_a_log_continues_in_its_own_ensemble(h2, tmp_path, capsys):
+    log = tmp_path / "run.h5"
+    assert main(["md", str(h2), "-K", "2", "--steps", "2", "--ensemble", "langevin", "--temperature", "100",
+                 "--log", str(log), "--quiet"]) == 0
+    assert main(["md", str(h2), "-K", "2", "--steps", "2", "--append", "--log", str(log), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "was run in the langevin ensemble at 100 K: continue it with --ensemble langevin --temperature 100" in err
+    assert "note: continuing" not in err  # said only for a run that goes on
+    assert len(read_log(log).step) == 3
+
+
+def test_info_names_every_subset_and_the_plain_model(tmp_path, h2, capsys):
+    log = tmp_path / "all.h5"
+    assert main(["md", str(h2), "-K", "2", "--cutoff", "all", "--steps", "1", "--log", str(log), "--quiet"]) == 0
+    assert main(["info", str(log)]) == 0
+    assert "cutoff:          all (every subset)" in capsys.readouterr().out
+
+
+def test_compare_lowers_an_order_above_the_bodies_as_md_does(tmp_path, capsys):
+    cluster = tmp_path / "h3.xyz"
+    ase.io.write(cluster, ase.Atoms("H3", positions=[[0, 0, 0], [0, 0, 0.9], [0.8, 0, 0.4]]))
+    assert main(["compare", str(cluster), "--model", "default", "--reference", "ase.calculators.lj:LennardJones",
+                 "-K", "9", "--format", "csv", "--no-cache"]) == 0
+    captured = capsys.readouterr()
+    assert "note: -K 9 is more than the 3 bodies of the smallest cluster: using K = 3" in captured.err
+    assert captured.out.count("\n") == 1 + 2  # header, k = 2 and 3

@@ -115,7 +115,11 @@ class MetatomicBackend(Backend):
         self.path = Path(model) if isinstance(model, (str, os.PathLike)) else None
         self.model = load_model(model, extensions_directory)
         capabilities = self.model.capabilities()
-        self.device = torch.device(pick_device(capabilities.supported_devices, device))
+        try:
+            self.device = torch.device(pick_device(capabilities.supported_devices, device))
+        except RuntimeError as error:  # a device this machine or this model does not have
+            # metatomic's message carries a C++ backtrace after its first line
+            raise InputError(f"device {device!r}: {str(error).splitlines()[0]}") from None
         with warnings.catch_warnings():
             # metatensor-torch's notice about models exported with an older metatensor-learn
             warnings.filterwarnings("ignore", message=".*_mts_buffer_names.*")

@@ -33,7 +33,7 @@ import sys
 import traceback
 
 from ..errors import InputError, RunError
-from . import compare, curves, decompose, export, info, ipi, md
+from . import compare, curves, decompose, export, fit, info, ipi, md
 
 __all__ = ["build_parser", "main"]
 
@@ -45,6 +45,7 @@ COMMANDS = (
     curves.register,
     compare.register,
     export.register,
+    fit.register,
     info.register_models,
     ipi.register,
 )
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # what a log records as this run's command line
     args.command_line = list(sys.argv) if argv is None else ["ase-bodyorder", *argv]
-    name = f"ase-bodyorder {args.command}"
+    name = " ".join(["ase-bodyorder", args.command, *([args.ipi_command] if getattr(args, "ipi_command", None) else [])])
     try:
         code = args.run(args)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit

@@ -60,10 +60,14 @@ def cutoff_value(text: str) -> float | str:
     the same values in every command, whose defaults differ and are stated in its help."""
     if text.lower() == ALL_SUBSETS:
         return ALL_SUBSETS
+    if text.lower() == "model":
+        return None  # the model's own radius, as when --cutoff is not given
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a distance in A or '{ALL_SUBSETS}' (every subset), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a distance in A, 'model' (the model's radius) or '{ALL_SUBSETS}' (every subset), got {text!r}"
+        ) from None
 
 
 def add_model_options(parser: argparse.ArgumentParser, order_required: bool = True, *, extra: bool = True) -> None:
@@ -81,8 +85,8 @@ def add_model_options(parser: argparse.ArgumentParser, order_required: bool = Tr
     )
     parser.add_argument(
         "--cutoff", type=cutoff_value, default=None,
-        help="locality radius in A, or 'all' for every subset (finite structures only) "
-        "(default: the model's radius)",
+        help="locality radius in A, 'model' for the model's radius, or 'all' for every subset (finite "
+        "structures only) (default: the model's radius)",
     )
     parser.add_argument("--device", default=None, help="torch device (default: the model's preferred; cpu for SevenNet)")
     if not extra:
@@ -231,7 +235,7 @@ def _body_order(order: int, structures: list, fragments) -> int:
         return order
     what = "molecules" if fragments else "atoms"
     print(f"note: -K {order} is more than the {bodies} bodies ({what}) of the structure: using K = {bodies}, "
-          "where the expansion is the plain model", file=sys.stderr)
+          "every order (the orders add up to the plain model)", file=sys.stderr)
     return bodies
 _EXPECTED = "expected a structure file that ASE can read (e.g. extxyz, xyz, cif, POSCAR)"
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

@@ -109,6 +109,11 @@ def _cmd_compare(args) -> int:
         check_model(model)
     cutoff = None if args.cutoff == ALL_SUBSETS else args.cutoff
     _check_options(args, models, clusters, cutoff)
+    smallest = min(len(atoms) for atoms in clusters)
+    if args.max_order is not None and args.max_order > smallest:  # as md and decompose do
+        print(f"note: -K {args.max_order} is more than the {smallest} bodies of the smallest cluster: "
+              f"using K = {smallest}", file=sys.stderr)
+        args.max_order = smallest
     counts: dict = {}
     result = compare_expansions(
         clusters, models, reference, max_order=args.max_order, cutoff=cutoff,

@@ -25,11 +25,12 @@ def register(subparsers) -> None:
     )
     curves.add_argument(
         "--reference", default=None,
-        help="reference: a dimer curve, 'pbe' (shipped, PySCF) or FILE.json "
-        '({"A-B": {"distance_A": [...], "binding_energy_eV": [...]}}; the models are then evaluated at its '
-        "distances unless --min/--max are given); or an ASE calculator whose dimer and trimer curves are "
-        "computed like the models': 'fci' (FCI/STO-3G, hydrogen), or MODULE:NAME / FILE.py:NAME of a "
-        "calculator, its class, or a function that makes one without arguments (default: none)",
+        help="the reference, drawn dashed. Either a dimer curve: 'pbe' (PBE curves shipped with the package) "
+        'or FILE.json ({"A-B": {"distance_A": [...], "binding_energy_eV": [...]}}), whose distances the '
+        "models are then evaluated at unless --min/--max are given. Or an ASE calculator, whose dimer and "
+        "trimer curves are computed like the models': 'fci' (FCI/STO-3G, hydrogen), or MODULE:NAME or "
+        "FILE.py:NAME of a calculator, its class, or a function that makes one without arguments "
+        "(default: none)",
     )
     curves.add_argument(
         "--species", nargs="+", default=["H"],

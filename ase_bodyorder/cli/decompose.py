@@ -59,14 +59,21 @@ class _DecompositionWriter:
         if full:
             header += ["E_model/eV", "remainder/eV"]
         self.widths = [max(name_width, 9), 7] + [max(len(h), 8 if h.startswith("n_") else 14) for h in header[2:]]
-        if fmt == "json":
+        self.header = header
+
+    def _start(self) -> None:
+        """The header, with the first row: a run refused at its first structure leaves
+        nothing on stdout (no partial file)."""
+        if self.fmt == "json":
             print("[", flush=True)
-        elif fmt == "csv":
-            print(",".join(header), flush=True)
+        elif self.fmt == "csv":
+            print(",".join(self.header), flush=True)
         else:
-            print("  ".join(h.rjust(w) for h, w in zip(header, self.widths)), flush=True)
+            print("  ".join(h.rjust(w) for h, w in zip(self.header, self.widths)), flush=True)
 
     def write(self, name: str, n_atoms: int, r) -> None:
+        if self.count == 0:
+            self._start()
         if self.fmt == "json":
             record = json.dumps({"structure": name, "n_atoms": n_atoms, **r.as_dict(), "per_atom_body_order_energies": None}, indent=1)
             print(("," if self.count else "") + record, flush=True)
@@ -82,6 +89,8 @@ class _DecompositionWriter:
         self.count += 1
 
     def close(self) -> None:
+        if self.count == 0:
+            self._start()
         if self.fmt == "json":
             print("]")
         elif self.fmt != "csv":

@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     plugin = sub.add_parser(
         "plugin-path",
         help="print the path of the i-PI PES file (for i-pi-py_driver -P or <pes_path>)",
+        description="Print the path of the installed i-PI PES file (ipi_bodyorder.py), for "
+        "i-pi-py_driver -m custom -P PATH or an <ffdirect>'s <pes_path> (docs/ipi.md).",
     )
     plugin.set_defaults(run=_cmd_plugin_path)
 
@@ -135,7 +137,8 @@ def _cmd_run(args) -> int:
         output_dir=args.output_dir,
     )
     print(
-        f"ran {summary['steps']} i-PI steps with {summary['beads']} beads; log written to "
+        f"ran {summary['steps']} i-PI step{'s' if summary['steps'] != 1 else ''} with {summary['beads']} "
+        f"bead{'s' if summary['beads'] != 1 else ''}; log written to "
         f"'{args.log}', i-PI's outputs to '{args.output_dir}'"
     )
     return 0

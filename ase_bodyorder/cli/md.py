@@ -88,20 +88,26 @@ def _check_options(args, log: Path) -> None:
         raise CommandError(f"cannot write the log in '{log.parent}'")
 
 
-def _resume(args, atoms, log: Path) -> int:
-    """With --append, continue from the log's last frame (md.resume_from_log); its step."""
+def _resume(args, atoms, log: Path) -> tuple[int, str]:
+    """With --append, continue from the log's last frame (md.resume_from_log): its step,
+    and the note that says so (printed once the run has started well). A run in another
+    ensemble would mix two ensembles in one log: refused."""
     from ..h5md import read_log
     from ..md import resume_from_log
 
+    data = read_log(log)
+    before = (data.metadata.get("ensemble"), float(data.metadata.get("temperature_K") or 0.0))
+    now = (args.ensemble, float(args.temperature or 0.0))
+    if before[0] is not None and (before[0] != now[0] or (now[0] != "nve" and before[1] != now[1])):
+        at = f" at {before[1]:g} K" if before[0] != "nve" else ""
+        options = f"--ensemble {before[0]}" + (f" --temperature {before[1]:g}" if before[0] != "nve" else "")
+        raise CommandError(f"log '{log}' was run in the {before[0]} ensemble{at}: continue it with {options}, "
+                           "or start a new log")
     step = resume_from_log(atoms, log, structure=f"'{args.structure}'")
-    has_cell = read_log(log).cells is not None
-    what = "positions, velocities and cell" if has_cell else "positions and velocities"
-    print(
-        f"note: continuing '{log}' from its last frame (step {step}): {what} come from the log; "
-        f"'{args.structure}' only supplied the species and their order",
-        file=sys.stderr,
-    )
-    return step
+    what = "positions, velocities and cell" if data.cells is not None else "positions and velocities"
+    note = (f"note: continuing '{log}' from its last frame (step {step}): {what} come from the log; "
+            f"'{args.structure}' only supplied the species and their order")
+    return step, note
 
 
 def _frames_held(log: Path) -> str:
@@ -124,7 +130,7 @@ def _cmd_md(args) -> int:
     _check_options(args, log)
     check_model(args.model)
     atoms = read_structure(args.structure)
-    step_offset = _resume(args, atoms, log) if args.append else 0
+    step_offset, note = _resume(args, atoms, log) if args.append else (0, None)
     mode = "append" if args.append else ("overwrite" if args.overwrite else "create")
     try:
         with dask_client(args) as client, warnings_to_stderr(args.command):
@@ -155,5 +161,8 @@ def _cmd_md(args) -> int:
     if result is None or result.interrupted:
         print(f"interrupted: {_frames_held(log)[2:]}", file=sys.stderr)
         return 130
-    print(f"ran {result.steps_done} steps (last step {result.last_step}); log written to '{log}'")
+    if note:
+        print(note, file=sys.stderr)
+    steps = "step" if result.steps_done == 1 else "steps"
+    print(f"ran {result.steps_done} {steps} (last step {result.last_step}); log written to '{log}'")
     return 0
