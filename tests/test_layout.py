@@ -18,13 +18,14 @@ LAYERS = [
     {"backends.base", "backends.packing"},
     {"backends.ase_calculator", "backends.metatomic", "backends.sevennet", "reference"},
     {"backends.select", "backends"},
-    {"backends.dask", "checks", "mbe", "loading", "export"},
+    {"backends.dask", "checks", "mbe", "loading", "export", "linear.descriptors"},
+    {"linear.model"},
     {"calculator"},
-    {"decomposition", "md", "report"},
+    {"decomposition", "md", "report", "linear.fit", "linear"},
     {"distributed", "analysis", "compare", "ipi_driver"},
     {"ipi", "ipi_bodyorder"},
     {"cli.common"},
-    {"cli.md", "cli.decompose", "cli.curves", "cli.compare", "cli.export", "cli.info", "cli.ipi"},
+    {"cli.md", "cli.decompose", "cli.curves", "cli.compare", "cli.export", "cli.fit", "cli.info", "cli.ipi"},
     {"cli", "cli.__main__"},
 ]
 
