@@ -15,13 +15,17 @@ What is made (periodic cells of 8 to 64 atoms, no isolated dimers):
   labels);
 - amorphous carbon: the same melts quenched, frames taken along the quench.
 
-Everything is seeded: a rerun with the same options writes the same file (up to the
-float32 round-off of the model). Usage:
+Everything is seeded, part by part (each block of crystals and each MD run has a seed of
+its own): a rerun with the same options writes the same file (up to the float32
+round-off of the model). Each part is written to ``data/carbon_sevennet_parts/`` as soon
+as it is done, and a rerun skips the parts already there: an interrupted run loses at
+most the part under way. The parts are joined into the output at the end. Usage:
 
     python training/linear/carbon_dataset.py [-o data/carbon_sevennet.extxyz.gz]
         [--threads 1] [--quick]
 
-``--quick`` makes a few structures of each kind, for trying the script.
+``--quick`` makes a few structures of each kind (in a folder of its own), for trying
+the script.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "data" / "carbon_sevennet.extxyz.gz"
+#: crystals per part
+CRYSTAL_PART = 200
 CARBON_MASS = 12.011
 #: g/cm^3 to atoms/A^3 for carbon
 _PER_A3 = 0.602214076 / CARBON_MASS
@@ -134,6 +140,18 @@ def melts(rng, calculator, runs: list[tuple[int, float, float]], steps: int, eve
     return made
 
 
+def _parts(quick: bool) -> list[tuple[str, dict]]:
+    """Every part of the data set: its name and what makes it."""
+    densities = (1.8, 2.4, 3.0, 3.4)
+    if quick:
+        return [("crystals-0", {"count": 6}), ("liquid-32-1.8", {"run": (32, 1.8, 6000.0), "quench": False}),
+                ("amorphous-32-1.8", {"run": (32, 1.8, 5000.0), "quench": True})]
+    parts = [(f"crystals-{i}", {"count": CRYSTAL_PART}) for i in range(1200 // CRYSTAL_PART)]
+    parts += [(f"liquid-{n}-{d}", {"run": (n, d, 6000.0), "quench": False}) for n in (32, 64) for d in densities]
+    parts += [(f"amorphous-{n}-{d}", {"run": (n, d, 5000.0), "quench": True}) for n in (32, 64) for d in densities]
+    return parts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", default=str(OUTPUT))
@@ -145,23 +163,28 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(args.seed)
     calculator = _calculator()
     start = time.perf_counter()
-    n_crystals = 6 if args.quick else 1200
     steps, every = (60, 10) if args.quick else (300, 8)
-    densities = (1.8, 2.4, 3.0, 3.4)
-    liquid = [(n, d, 6000.0) for n in (32, 64) for d in densities]
-    amorphous = [(n, d, 5000.0) for n in (32, 64) for d in densities]
-    if args.quick:
-        liquid, amorphous = liquid[:1], amorphous[:1]
-    structures = crystals(rng, calculator, n_crystals)
-    print(f"{len(structures)} crystals ({time.perf_counter() - start:.0f} s)", flush=True)
-    structures += melts(rng, calculator, liquid, steps, every, quench=False)
-    structures += melts(rng, calculator, amorphous, steps, every, quench=True)
-    for atoms in structures:
-        atoms.info["labels"] = "SevenNet-0 (sevennet-0, 11Jul2024), float32"
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(args.output).parent / (Path(args.output).name.split(".")[0] + "_parts")
+    folder.mkdir(parents=True, exist_ok=True)
+    structures = []
+    for index, (name, recipe) in enumerate(_parts(args.quick)):
+        path = folder / f"{name}.extxyz.gz"
+        if not path.exists():
+            rng = np.random.default_rng([args.seed, index])  # each part its own seed: resumable
+            if "count" in recipe:
+                made = crystals(rng, calculator, recipe["count"])
+            else:
+                made = melts(rng, calculator, [recipe["run"]], steps, every, quench=recipe["quench"])
+            for atoms in made:
+                atoms.info["labels"] = "SevenNet-0 (sevennet-0, 11Jul2024), float32"
+                atoms.info["part"] = name
+            partial = folder / f"{name}.partial.extxyz.gz"  # the suffix tells ASE to compress
+            ase.io.write(partial, made, format="extxyz")
+            partial.replace(path)
+            print(f"{name}: {len(made)} structures ({time.perf_counter() - start:.0f} s)", flush=True)
+        structures += ase.io.read(path, ":")
     ase.io.write(args.output, structures, format="extxyz")
     kinds = {k: sum(a.info["kind"] == k for a in structures) for k in ("diamond", "graphite", "liquid", "amorphous")}
     print(f"wrote {len(structures)} structures {kinds} to {args.output} in {time.perf_counter() - start:.0f} s")
