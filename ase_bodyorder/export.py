@@ -54,10 +54,10 @@ def _check_order(max_order) -> int:
 
 def _check_destination(path: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"'{path}' exists: pass overwrite=True to replace it")
     if path.is_dir():
         raise InputError(f"'{path}' is a directory, not a file name")
+    if path.exists() and not overwrite:
+        raise InputError(f"'{path}' exists: pass overwrite=True to replace it")
     if not path.parent.is_dir():
         raise InputError(f"the folder '{path.parent}' of '{path}' does not exist")
     return path
@@ -265,6 +265,16 @@ def describe_model_file(path: str | os.PathLike) -> str:
         ]
     else:
         lines.append("  not a truncated model (no ase-bodyorder description inside)")
+    card = path.with_suffix(".json")  # a shipped or fitted model's card, beside it
+    if card.is_file():
+        try:
+            summary = json.loads(card.read_text())
+        except ValueError:
+            summary = {}
+        if "max_order" in summary:
+            lines.append(f"  body order K: {summary['max_order']} (explicit: a linear model, {card.name})")
+        if summary.get("summary"):
+            lines.append(f"  card {card.name}: {summary['summary']}")
     lines.append(f"  extensions: {', '.join(extensions) if extensions else 'none'}")
     lines.append(f"  metatomic {extras.get('metatomic-version', '?')}, torch {extras.get('torch-version', '?')}")
     return "\n".join(lines)

@@ -356,7 +356,13 @@ def test_the_export_command(tmp_path, capsys):
         (["export", "pet-h-fci", "-K", "5", "-o", str(tmp_path / "k5.pt")], "body orders 1 to 4"),
         (["export", "sevennet-0", "-K", "2", "-o", str(tmp_path / "s.pt")], "cannot be exported"),
         (["export", "missing.pt", "-K", "2", "-o", str(tmp_path / "m.pt")], "does not exist"),
+        (["export", "pet-h-fci", "-K", "2", "-o", str(tmp_path)], "is a folder"),
+        (["info", str(tmp_path)], "is not a file"),
     ):
         assert main(arguments) == 2
         assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pet-k2.pt"]
+    from ase_bodyorder.models import resolve_model
+
+    assert main(["info", str(resolve_model("pet-h-fci"))]) == 0  # a shipped model: its card too
+    assert "card pet-h-fci.json: PET" in capsys.readouterr().out

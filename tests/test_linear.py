@@ -128,3 +128,15 @@ def test_the_fit_command(tmp_path, fci_subset, capsys):
     assert main(["decompose", str(fci_subset), "--model", str(model), "-K", "4", "--format", "json", "--quiet"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert max(abs(row["body_order_energies"][3]) for row in rows if row["n_atoms"] >= 4) < 1e-8
+
+
+def test_bad_settings_of_the_fit_are_refused_before_any_work(fci_subset, tmp_path, capsys):
+    for cutoff in (-1.0, 0.0, 0.3, float("nan")):
+        with pytest.raises(InputError, match="cutoff must be a distance in A larger than"):
+            fit_linear_model(fci_subset, 2, tmp_path / "m.pt", cutoff=cutoff)
+    with pytest.raises(InputError, match="no validation structures"):
+        fit_linear_model(fci_subset, 2, tmp_path / "m.pt", validation_fraction=0.0)
+    result = fit_linear_model(fci_subset, 2, None, validation_fraction=0.0, regularisation=1e-6)
+    assert result.regularisation == 1e-6 and result.errors["validation"] == {}
+    assert main(["fit", str(fci_subset), "-K", "2", "-o", str(tmp_path / "m.pt"), "--cutoff", "0"]) == 2
+    assert "larger than the 0.5 A smoothing" in capsys.readouterr().err

@@ -36,6 +36,8 @@ def _cmd_export(args) -> int:
     from ..export import MAX_EXPORT_ORDER, describe_model_file, export_truncated
 
     output = Path(args.output)
+    if output.is_dir():
+        raise CommandError(f"-o '{output}' is a folder: give the file to write, e.g. {output / 'truncated.pt'}")
     if output.exists() and not args.overwrite:
         raise CommandError(f"'{output}' exists: pass --overwrite to replace it")
     if args.max_order > MAX_EXPORT_ORDER:

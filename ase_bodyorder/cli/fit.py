@@ -19,16 +19,19 @@ def register(subparsers) -> None:
     fit.add_argument("--body-order", "-K", type=int, required=True, metavar="K",
                      help="the model's body order: 2 (radial spectrum), 3 (+ power spectrum) or 4 (+ three-density correlations)")
     fit.add_argument("-o", "--output", required=True, help="the model file to write (.pt; its card beside it as .json)")
-    fit.add_argument("--cutoff", type=float, default=4.0, help="the descriptors' radius in A (default %(default)s)")
+    fit.add_argument("--cutoff", type=float, default=4.0,
+                     help="the descriptors' radius in A, more than their 0.5 A smoothing (default %(default)s)")
     fit.add_argument("--regularisation", type=float, default=None,
                      help="ridge strength relative to the mean diagonal of the normal equations "
                      "(default: chosen on the validation structures)")
     fit.add_argument("--force-weight", type=float, default=0.01,
                      help="weight of the mean squared force error against the per-atom energy error (default %(default)s)")
     fit.add_argument("--validation", type=float, default=0.1,
-                     help="fraction of the structures held out to choose the regularisation (default %(default)s)")
+                     help="fraction of the structures held out (at least one) to choose the regularisation and "
+                     "report held-out errors; 0 needs --regularisation (default %(default)s)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the validation split (default %(default)s)")
-    fit.add_argument("--batch-size", type=int, default=200, help="structures featurised at once (default %(default)s)")
+    fit.add_argument("--batch-size", type=int, default=500,
+                     help="structures featurised at once: memory against time (default %(default)s)")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(run=_cmd_fit)

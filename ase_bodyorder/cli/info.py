@@ -34,6 +34,8 @@ def register_models(subparsers) -> None:
 
 
 def _cmd_info(args) -> int:
+    if not Path(args.log).is_file():
+        raise CommandError(f"'{args.log}' is not a file: give an H5MD log or a .pt model file")
     if Path(args.log).suffix == ".pt":
         from ..export import describe_model_file
 
