@@ -29,17 +29,7 @@ from ase.calculators.calculator import all_changes
 
 warnings.filterwarnings("ignore")
 
-
-def cluster(n: int, density: float, seed: int) -> ase.Atoms:
-    """n hydrogen atoms uniform in a sphere, at least 0.7 A apart (bench_bodyorder.py)."""
-    rng = np.random.default_rng(seed)
-    radius = (3 * n / (4 * np.pi * density)) ** (1 / 3)
-    points = []
-    while len(points) < n:
-        p = rng.uniform(-radius, radius, 3)
-        if p @ p <= radius**2 and all(np.linalg.norm(p - q) >= 0.7 for q in points):
-            points.append(p)
-    return ase.Atoms("H%d" % n, positions=np.array(points))
+from bench_bodyorder import cluster  # noqa: E402 (the same 64-atom clusters; this folder is on sys.path)
 
 
 def step(calculator, atoms: ase.Atoms, rng) -> float:
