@@ -19,14 +19,18 @@ import zipfile
 from pathlib import Path
 
 import torch
-from metatomic.torch import (
-    AtomisticModel,
-    ModelCapabilities,
-    ModelMetadata,
-    ModelOutput,
-    load_atomistic_model,
-    pick_output,
-)
+
+from .torch_compat import plain_index_select
+
+with plain_index_select():  # any import order with torch_geometric (torch_compat.py)
+    from metatomic.torch import (
+        AtomisticModel,
+        ModelCapabilities,
+        ModelMetadata,
+        ModelOutput,
+        load_atomistic_model,
+        pick_output,
+    )
 
 from .backends.base import file_sha256
 from .backends.sevennet import is_sevennet_model
@@ -169,7 +173,8 @@ def _save(model: AtomisticModel, path: Path, wrapped_extras: dict[str, str], inf
     (not every extension loaded in this process) and our own description."""
     from metatomic.torch import __version__ as metatomic_version
 
-    scripted = torch.jit.script(model.eval())
+    with plain_index_select():  # sevenn may have replaced torch.index_select
+        scripted = torch.jit.script(model.eval())
     extras = {
         "torch-version": torch.__version__,
         "metatomic-version": metatomic_version,

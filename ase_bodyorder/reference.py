@@ -23,8 +23,12 @@ import numpy as np
 import torch
 import vesin
 from ase.calculators.calculator import Calculator, all_changes
-from metatensor.torch import Labels, TensorBlock, TensorMap
-from metatomic.torch import ModelOutput, NeighborListOptions, System
+
+from .torch_compat import plain_index_select
+
+with plain_index_select():  # any import order with torch_geometric (torch_compat.py)
+    from metatensor.torch import Labels, TensorBlock, TensorMap
+    from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from .errors import InputError
 from .backends.base import Backend, ClusterBatch

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ase_bodyorder"
 #: the layers of docs/design.md's module map, lowest first: a module may import its own
 #: layer and those below, never one above
 LAYERS = [
-    {"errors"},
+    {"errors", "torch_compat"},
     {"models", "expansion", "h5md", "fci", "truncated_model"},
     {"backends.base", "backends.packing"},
     {"backends.ase_calculator", "backends.metatomic", "backends.sevennet", "reference"},

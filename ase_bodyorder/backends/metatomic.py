@@ -17,16 +17,20 @@ from pathlib import Path
 import ase
 import numpy as np
 import torch
-from metatensor.torch import Labels, TensorBlock
-from metatomic.torch import (
-    AtomisticModel,
-    ModelEvaluationOptions,
-    ModelOutput,
-    System,
-    load_atomistic_model,
-    pick_device,
-    pick_output,
-)
+
+from ..torch_compat import plain_index_select
+
+with plain_index_select():  # any import order with torch_geometric (torch_compat.py)
+    from metatensor.torch import Labels, TensorBlock
+    from metatomic.torch import (
+        AtomisticModel,
+        ModelEvaluationOptions,
+        ModelOutput,
+        System,
+        load_atomistic_model,
+        pick_device,
+        pick_output,
+    )
 
 from ..errors import InputError
 from .base import Backend, ClusterBatch, file_sha256

@@ -64,10 +64,14 @@ def installed_pretrained() -> dict[str, Path] | None:
 
 def _import_sevenn():
     # torch_geometric (which sevenn imports) breaks the TorchScript compilation that
-    # metatensor-torch does at import: importing metatensor-torch first keeps SevenNet and
-    # metatomic models usable in one process
-    import metatensor.torch  # noqa: F401
-    import metatomic.torch  # noqa: F401
+    # metatensor-torch does at import: metatensor-torch is imported with torch's own
+    # index_select (even when sevenn came first), so that SevenNet and metatomic models
+    # share one process in any order
+    from ..torch_compat import plain_index_select
+
+    with plain_index_select():
+        import metatensor.torch  # noqa: F401
+        import metatomic.torch  # noqa: F401
 
     try:
         import sevenn  # noqa: F401

@@ -16,10 +16,14 @@ position gradients) and inside the exported model.
 from typing import Dict, List, Tuple
 
 import torch
-from featomic.torch import SoapPowerSpectrum, SoapRadialSpectrum, SphericalExpansion
-from featomic.torch.clebsch_gordan import DensityCorrelations
-from metatensor.torch import Labels, TensorMap
-from metatomic.torch import NeighborListOptions, System
+
+from ..torch_compat import plain_index_select
+
+with plain_index_select():  # any import order with torch_geometric (torch_compat.py)
+    from featomic.torch import SoapPowerSpectrum, SoapRadialSpectrum, SphericalExpansion
+    from featomic.torch.clebsch_gordan import DensityCorrelations
+    from metatensor.torch import Labels, TensorMap
+    from metatomic.torch import NeighborListOptions, System
 
 __all__ = ["BodyOrderedFeatures", "block_rows", "default_hypers"]
 

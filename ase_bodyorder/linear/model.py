@@ -8,15 +8,19 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-from metatensor.torch import Labels, TensorBlock, TensorMap
-from metatomic.torch import (
-    AtomisticModel,
-    ModelCapabilities,
-    ModelMetadata,
-    ModelOutput,
-    NeighborListOptions,
-    System,
-)
+
+from ..torch_compat import plain_index_select
+
+with plain_index_select():  # any import order with torch_geometric (torch_compat.py)
+    from metatensor.torch import Labels, TensorBlock, TensorMap
+    from metatomic.torch import (
+        AtomisticModel,
+        ModelCapabilities,
+        ModelMetadata,
+        ModelOutput,
+        NeighborListOptions,
+        System,
+    )
 
 from .descriptors import BodyOrderedFeatures
 
@@ -107,7 +111,8 @@ def save_model(model: LinearBodyOrderModel, path: Path, cutoff: float, card: dic
     )
     partial = path.with_name(path.name + ".partial")
     try:
-        AtomisticModel(model.eval(), metadata, capabilities).save(str(partial))
+        with plain_index_select():  # sevenn may have replaced torch.index_select
+            AtomisticModel(model.eval(), metadata, capabilities).save(str(partial))
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
