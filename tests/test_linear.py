@@ -15,10 +15,9 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from ase_bodyorder import BodyOrderCalculator
 from ase_bodyorder.cli import main
-from ase_bodyorder.errors import InputError
+from ase_bodyorder.errors import BodyOrderWarning, InputError
 
-pytest.importorskip("featomic.torch")
-from ase_bodyorder.linear.fit import fit_linear_model  # noqa: E402
+from ase_bodyorder.linear.fit import fit_linear_model
 
 ROOT_DATA = __import__("pathlib").Path(__file__).resolve().parent.parent / "data" / "fci_h_clusters.extxyz"
 
@@ -128,6 +127,11 @@ def test_the_fit_command(tmp_path, fci_subset, capsys):
     assert main(["decompose", str(fci_subset), "--model", str(model), "-K", "4", "--format", "json", "--quiet"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert max(abs(row["body_order_energies"][3]) for row in rows if row["n_atoms"] >= 4) < 1e-8
+    # energies alone: no force rows, and the card says so
+    assert main(["fit", str(fci_subset), "-K", "2", "-o", str(tmp_path / "e.pt"), "--energies-only", "--quiet"]) == 0
+    card = json.loads((tmp_path / "e.json").read_text())
+    assert card["fitted_to"] == "energies" and json.loads((tmp_path / "k3.json").read_text())["fitted_to"] == "energies and forces"
+    assert np.isnan(card["errors"]["train"]["H"]["force_eV_per_A"])
 
 
 def test_bad_settings_of_the_fit_are_refused_before_any_work(fci_subset, tmp_path, capsys):
@@ -140,3 +144,15 @@ def test_bad_settings_of_the_fit_are_refused_before_any_work(fci_subset, tmp_pat
     assert result.regularisation == 1e-6 and result.errors["validation"] == {}
     assert main(["fit", str(fci_subset), "-K", "2", "-o", str(tmp_path / "m.pt"), "--cutoff", "0"]) == 2
     assert "larger than the 0.5 A smoothing" in capsys.readouterr().err
+
+
+def test_a_fit_beyond_the_data_s_bodies_says_so(tmp_path):
+    dimers = tmp_path / "dimers.extxyz"
+    ase.io.write(dimers, [a for a in ase.io.read(ROOT_DATA, ":400") if len(a) == 2][:40])
+    with pytest.warns(BodyOrderWarning, match="K = 3 but no training structure has more than 2 atoms"):
+        fit_linear_model(dimers, 3, None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BodyOrderWarning)
+        fit_linear_model(dimers, 2, None)

@@ -32,6 +32,8 @@ def register(subparsers) -> None:
     fit.add_argument("--seed", type=int, default=0, help="seed of the validation split (default %(default)s)")
     fit.add_argument("--batch-size", type=int, default=500,
                      help="structures featurised at once: memory against time (default %(default)s)")
+    fit.add_argument("--energies-only", action="store_true",
+                     help="fit the energies alone, even where the data has forces (much faster at K = 4)")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(run=_cmd_fit)
@@ -50,7 +52,7 @@ def _cmd_fit(args) -> int:
     result = fit_linear_model(
         args.data, args.body_order, output, cutoff=args.cutoff, regularisation=args.regularisation,
         force_weight=args.force_weight, validation_fraction=args.validation, batch_size=args.batch_size,
-        seed=args.seed, overwrite=args.overwrite, progress=not args.quiet,
+        seed=args.seed, overwrite=args.overwrite, progress=not args.quiet, forces=not args.energies_only,
     )
     print(f"linear model, K = {args.body_order}, regularisation {result.regularisation:g}, fitted in {result.seconds:.1f} s")
     print(f"{'split':<11}{'species':<9}{'structures':>11}{'energy (meV/atom)':>19}{'force (eV/A)':>14}")
