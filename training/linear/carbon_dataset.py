@@ -148,7 +148,9 @@ def _parts(quick: bool) -> list[tuple[str, dict]]:
                 ("amorphous-32-1.8", {"run": (32, 1.8, 5000.0), "quench": True})]
     parts = [(f"crystals-{i}", {"count": CRYSTAL_PART}) for i in range(1200 // CRYSTAL_PART)]
     parts += [(f"liquid-{n}-{d}", {"run": (n, d, 6000.0), "quench": False}) for n in (32, 64) for d in densities]
-    parts += [(f"amorphous-{n}-{d}", {"run": (n, d, 5000.0), "quench": True}) for n in (32, 64) for d in densities]
+    parts += [(f"amorphous-32-{d}", {"run": (32, d, 5000.0), "quench": True}) for d in densities]
+    # two densities at 64 atoms: each 64-atom quench is about 20 minutes on one core
+    parts += [(f"amorphous-64-{d}", {"run": (64, d, 5000.0), "quench": True}) for d in (1.8, 3.0)]
     return parts
 
 
