@@ -57,6 +57,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--ship", action="store_true", help="copy the 'all' fits into the package")
+    parser.add_argument("--makeups", nargs="+", default=list(MAKEUPS), choices=list(MAKEUPS))
+    parser.add_argument("--k4-energies", action="store_true",
+                        help="fit K = 4 to energies alone (model <makeup>-k4-e): its force rows take one "
+                        "backward pass per nu = 3 feature, about an hour of one core on this pool")
     args = parser.parse_args()
     import torch
 
@@ -65,16 +69,20 @@ def main() -> None:
 
     files = write_makeups()
     summary = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {}
-    for makeup, data in files.items():
+    for makeup in args.makeups:
+        data = files[makeup]
         for K in (2, 3, 4):
-            key = f"{makeup}-k{K}"
+            forces = not (K == 4 and args.k4_energies)
+            key = f"{makeup}-k{K}" + ("" if forces else "-e")
             output = RUNS / f"{key}.pt"
             if output.exists() and key in summary:
                 continue
             start = time.perf_counter()
-            result = fit_linear_model(data, K, output, overwrite=True, name=f"linear-h-fci-k{K}" if makeup == "all" else f"linear-h-{key}")
+            name = f"linear-h-fci-k{K}" if makeup == "all" and forces else f"linear-h-{key}"
+            result = fit_linear_model(data, K, output, overwrite=True, name=name, forces=forces)
+            summary = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {}  # another run may have added
             summary[key] = {
-                "makeup": makeup, "K": K, "seconds": round(time.perf_counter() - start, 1),
+                "makeup": makeup, "K": K, "forces": forces, "seconds": round(time.perf_counter() - start, 1),
                 "threads": args.threads, "regularisation": result.regularisation, "errors": result.errors,
             }
             print(key, json.dumps(summary[key]["errors"]["validation"]), f"{summary[key]['seconds']} s", flush=True)
