@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "BodyOrderCalculator": ".calculator",
+    "BatchedCallableBackend": ".backends.callable",
     "MODEL_CUTOFF": ".calculator",
     "Decomposition": ".decomposition",
     "decompose": ".decomposition",
@@ -37,6 +38,7 @@ __all__ = sorted(_LAZY) + ["__version__"]
 if TYPE_CHECKING:  # for type checkers and IDEs; nothing is imported at run time
     from .mbe import Subclusters, assemble, evaluate_subclusters, plan_subclusters
     from .calculator import MODEL_CUTOFF, BodyOrderCalculator
+    from .backends.callable import BatchedCallableBackend
     from .decomposition import Decomposition, decompose
     from .h5md import read_log
     from .models import default_model, list_models

@@ -64,23 +64,29 @@ class BodyOrderCalculator(Calculator):
     :param model: a metatomic model (path to an exported ``.pt``, ``"default"`` or a
         shipped model's name, or a loaded ``AtomisticModel``), a SevenNet model
         (``"sevennet-0"`` or another pretrained name, or a ``.pth`` checkpoint; needs
-        the ``sevennet`` extra), any ASE calculator, or a
+        the ``sevennet`` extra), a CHGNet model (``"chgnet"``, ``"chgnet-r2scan"``, ...;
+        the ``chgnet`` extra), a native MACE model (a mace-torch ``.model`` file; the
+        ``mace`` extra, docs/mace.md), any ASE calculator, a batched function of a list of
+        isolated ``ase.Atoms`` returning ``(energies, forces)`` (its locality radius
+        given as ``cutoff``, as for an ASE calculator; or wrap it as
+        :class:`~ase_bodyorder.backends.callable.BatchedCallableBackend`), or a
         :class:`~ase_bodyorder.backends.Backend`
     :param max_order: body order K >= 1, or None for the plain model (no truncation)
     :param cutoff: locality radius in angstrom: bodies with no atoms closer than this do
         not interact. Default ``"model"`` (:data:`MODEL_CUTOFF`): the largest
-        neighbour-list cutoff a metatomic model requests (an ASE calculator needs it
-        given). ``None`` takes every subset: exact for any model, combinatorial cost,
-        finite systems only.
+        neighbour-list cutoff a metatomic model requests (an ASE calculator or a bare
+        function needs it given). ``None`` takes every subset: exact for any model,
+        combinatorial cost, finite systems only.
     :param fragments: lists of atom indices (disjoint, covering every atom) to use as
         bodies instead of atoms, e.g. molecules
     :param device: torch device (default: a metatomic model's preferred device; ``"cpu"``
         for SevenNet)
     :param variant: the model's energy variant (its output ``energy/<variant>``),
         metatomic only; what metatomic's ASE calculator takes as
-        ``variants={"energy": variant}`` (only the energy is read here)
+        ``variants={"energy": variant}`` (only the energy is read here). For a MACE
+        model, the head of a multi-head model
     :param extensions_directory: where a metatomic model's compiled extensions live
-    :param dtype: ``"float64"`` or ``"float32"`` for SevenNet models (default float64);
+    :param dtype: ``"float64"`` or ``"float32"`` for SevenNet, CHGNet and MACE models (default float64);
         a metatomic model's dtype is fixed at export
     :param skin: extra radius (A) for the body graph; the enumeration is then reused
         across calls until an atom moves more than skin/2 (exact: the extra subsets
@@ -88,8 +94,8 @@ class BodyOrderCalculator(Calculator):
     :param max_subclusters: refuse, before evaluating anything, an expansion that needs
         more subclusters than this
     :param max_atoms_per_chunk: bound on the atoms evaluated in one model call (memory);
-        default: the backend's choice (16384 atoms; 2048 for SevenNet, whose
-        equivariant features take far more memory per atom)
+        default: the backend's choice (16384 atoms; 2048 for SevenNet and 512 for MACE,
+        whose equivariant features take far more memory per atom)
     :param check_locality: probe at start-up that fragments just beyond ``cutoff`` do
         not interact (and that packing is valid)
     :param forces_with_energy: compute forces whenever the energy is asked for, so that
@@ -377,7 +383,8 @@ class BodyOrderCalculator(Calculator):
         want_stress = "stress" in properties
         if want_stress and not atoms.pbc.all():
             raise PropertyNotImplementedError("stress needs a cell periodic in all three directions")
-        want_forces = "forces" in properties or want_stress or self.forces_with_energy
+        # forces with the energy only from a backend that gives them (a function may not)
+        want_forces = "forces" in properties or want_stress or (self.forces_with_energy and self.backend.gives_forces)
         if self.max_order is None:
             self._calculate_plain(atoms, want_forces, want_stress)
         else:

@@ -33,6 +33,7 @@ with plain_index_select():  # any import order with torch_geometric (torch_compa
     )
 
 from .backends.base import file_sha256
+from .backends.chgnet import is_chgnet_model
 from .backends.sevennet import is_sevennet_model
 from .errors import InputError
 from .models import list_models, resolve_model
@@ -78,9 +79,10 @@ def _model_path(model) -> Path:
         )
     if not isinstance(model, (str, os.PathLike)):
         raise InputError(f"cannot export {type(model).__name__}: give a metatomic .pt file or a shipped model's name")
-    if is_sevennet_model(str(model)):
+    if is_sevennet_model(str(model)) or is_chgnet_model(str(model)):
+        kind = "SevenNet" if is_sevennet_model(str(model)) else "CHGNet"
         raise InputError(
-            f"SevenNet model '{model}' cannot be exported (it is not a metatomic model): "
+            f"{kind} model '{model}' cannot be exported (it is not a metatomic model): "
             "use it through BodyOrderCalculator, or export a metatomic .pt file"
         )
     path = resolve_model(model)

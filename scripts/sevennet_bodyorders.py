@@ -1,14 +1,19 @@
-"""Body orders of real carbon and silicon structures with SevenNet-0 (arXiv 2502.16125).
+"""Body orders of real carbon and silicon structures with universal models, SevenNet-0
+and CHGNet (arXiv 2502.16125).
 
 For diamond, graphite, amorphous carbon (a 64-atom melt-quench made here with SevenNet-0
 MD), crystalline and liquid silicon (a 64-atom melt made the same way): E^(k)/atom for
 k = 1..K beside the plain model's E/atom, with subcluster counts and wall times, written
-to docs/data/sevennet_bodyorders.json and plotted to docs/figures/sevennet_bodyorders.png.
+to docs/data/<model>_bodyorders.json and plotted to docs/figures/<model>_bodyorders.png
+(``sevennet`` for SevenNet-0); once both models' data exist, both are drawn side by side
+in docs/figures/universal_bodyorders.png.
 
 The amorphous and liquid structures are made once and saved (docs/data/*.extxyz); a
-rerun reuses them. Everything is float64 (docs/sevennet.md says why).
+rerun reuses them, whatever the model (every model sees the same structures).
+Everything is float64 (docs/universal.md says why).
 
-Usage: python scripts/sevennet_bodyorders.py [--max-order 3] [--threads 2] [--only c-Si,l-Si]
+Usage: python scripts/sevennet_bodyorders.py [--model sevennet-0|chgnet] [--max-order 3]
+       [--threads 2] [--only c-Si,l-Si]
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "docs" / "data"
-FIGURE = ROOT / "docs" / "figures" / "sevennet_bodyorders.png"
+FIGURES = ROOT / "docs" / "figures"
+STRUCTURES = ("diamond", "graphite", "a-C", "c-Si", "l-Si")
+#: file prefix and plot label of each model this script runs
+MODELS = {"sevennet-0": ("sevennet", "SevenNet-0"), "chgnet": ("chgnet", "CHGNet 0.3.0")}
 
 
 def crystal(name: str):
@@ -74,7 +82,7 @@ def structures(only: str | None) -> dict:
     import ase.io
 
     made = {}
-    for name in ("diamond", "graphite", "a-C", "c-Si", "l-Si"):
+    for name in STRUCTURES:
         if only and name not in only.split(","):
             continue
         if name in ("a-C", "l-Si"):
@@ -96,6 +104,7 @@ def main() -> None:
     import torch
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="sevennet-0")
     parser.add_argument("--max-order", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", default=None, help="comma-separated structure names (diamond,graphite,a-C,c-Si,l-Si)")
@@ -103,10 +112,11 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     from ase_bodyorder import BodyOrderCalculator
-    from ase_bodyorder.backends.sevennet import SevenNetBackend
+    from ase_bodyorder.backends import make_backend
 
-    backend = SevenNetBackend("sevennet-0", dtype="float64")
-    out_path = DATA / "sevennet_bodyorders.json"
+    backend = make_backend(args.model, dtype="float64")
+    prefix, label = MODELS[args.model]
+    out_path = DATA / f"{prefix}_bodyorders.json"
     results = json.loads(out_path.read_text()) if out_path.exists() else {}
     for name, atoms in structures(args.only).items():
         n = len(atoms)
@@ -129,25 +139,34 @@ def main() -> None:
         results[name] = row
         DATA.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=1))
-    plot(results)
+    plot({label: results}, FIGURES / f"{prefix}_bodyorders.png")
+    every = {lab: DATA / f"{pre}_bodyorders.json" for pre, lab in MODELS.values()}
+    if all(path.exists() for path in every.values()):
+        plot({lab: json.loads(path.read_text()) for lab, path in every.items()}, FIGURES / "universal_bodyorders.png")
 
 
-def plot(results: dict) -> None:
+def plot(models: dict, path: Path) -> None:
+    """E^(K) - E per atom against K, one panel per model (its label: its results)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
-    ax = fig.subplots()
-    for name, row in results.items():
-        ks = [o["K"] for o in row["orders"]]
-        gap = [o["truncated_eV_per_atom"] - row["plain_eV_per_atom"] for o in row["orders"]]
-        ax.plot(ks, gap, "o-", label=name)
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xlabel("body order K")
-    ax.set_ylabel("E$^{(K)}$ - E (eV/atom), SevenNet-0")
-    ax.set_xticks(sorted({o["K"] for r in results.values() for o in r["orders"]}))
-    ax.legend()
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURE, dpi=120)
+    fig = Figure(figsize=(6.5 * len(models), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, (label, results) in zip(axes, models.items()):
+        for colour, name in enumerate(STRUCTURES):  # one colour per structure in every panel
+            if name not in results:
+                continue
+            row = results[name]
+            ks = [o["K"] for o in row["orders"]]
+            gap = [o["truncated_eV_per_atom"] - row["plain_eV_per_atom"] for o in row["orders"]]
+            ax.plot(ks, gap, "o-", color=f"C{colour}", label=name)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_yscale("symlog", linthresh=10)  # a few eV/atom and hundreds in one panel
+        ax.set_xlabel("body order K")
+        ax.set_ylabel(f"E$^{{(K)}}$ - E (eV/atom), {label}")
+        ax.set_xticks(sorted({o["K"] for r in results.values() for o in r["orders"]}))
+        ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 many-body log: does the truncated model hold the liquid together?
 
 Starts from the 64-atom SevenNet-0 melt of docs/data/l-Si.extxyz (1800 K, 2.57 g/cm^3),
-Langevin at 1800 K, 1 fs steps, float32 (MD precision, docs/sevennet.md), and writes
+Langevin at 1800 K, 1 fs steps, float32 (MD precision, docs/universal.md), and writes
 docs/data/l-Si_K3.h5 (read it with `ase-bodyorder info`).
 
 Usage: python scripts/sevennet_liquid_si_md.py [--steps 20] [--threads 2] [--overwrite]

@@ -12,10 +12,14 @@ import importlib
 from .base import Backend, ClusterBatch
 from .select import make_backend, model_label
 
-__all__ = ["AseCalculatorBackend", "Backend", "ClusterBatch", "MetatomicBackend", "make_backend", "model_label"]
+__all__ = ["AseCalculatorBackend", "Backend", "BatchedCallableBackend", "ChgnetBackend", "ClusterBatch",
+           "MaceBackend", "MetatomicBackend", "make_backend", "model_label"]
 
 _LAZY = {
     "AseCalculatorBackend": ".ase_calculator",
+    "BatchedCallableBackend": ".callable",
+    "ChgnetBackend": ".chgnet",
+    "MaceBackend": ".mace",
     "MetatomicBackend": ".metatomic",
 }
 

@@ -90,6 +90,8 @@ class Backend(abc.ABC):
     dtype: str = "float64"
     #: whether the backend evaluates many clusters in one model call
     packed: bool = False
+    #: whether it can give forces (a batched function may give energies only)
+    gives_forces: bool = True
     #: atoms per model call when the user sets no bound (memory against call overhead)
     preferred_chunk_atoms: int = 16384
 

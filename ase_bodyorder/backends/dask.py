@@ -284,7 +284,8 @@ class DaskBackend(Backend):
         self.local = local
         self.client = client
         self.model_on_workers = model_on_workers
-        for name in ("default_cutoff", "dtype", "packed", "atomic_types", "display_name", "preferred_chunk_atoms"):
+        for name in ("default_cutoff", "dtype", "packed", "gives_forces", "atomic_types", "display_name",
+                     "preferred_chunk_atoms"):
             setattr(self, name, getattr(local, name))
 
     @classmethod

@@ -14,7 +14,7 @@ installed wheel is refused. Install with ``pip install "ase-bodyorder[sevennet]"
 
 SevenNet computes in float32. ``dtype="float64"`` rebuilds the same model in float64
 (same weights, cast), which the body-order differences need for analysis; float32 is
-faster and fine for MD (docs/sevennet.md measures the difference).
+faster and fine for MD (docs/universal.md measures the difference).
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ def add_model_options(parser: argparse.ArgumentParser, order_required: bool = Tr
         "--model",
         default="default",
         help="metatomic .pt model file, a shipped model's name (see 'ase-bodyorder models'), or a "
-        "SevenNet model (sevennet-0, ... or a .pth file; the sevennet extra); "
+        "SevenNet model (sevennet-0, ... or a .pth file; the sevennet extra), or a CHGNet model "
+        "(chgnet, chgnet-r2scan, ...; the chgnet extra), or a native MACE .model file (the mace extra); "
         "default: '%(default)s', the shipped default model",
     )
     parser.add_argument(
@@ -88,7 +89,7 @@ def add_model_options(parser: argparse.ArgumentParser, order_required: bool = Tr
         help="locality radius in A, 'model' for the model's radius, or 'all' for every subset (finite "
         "structures only) (default: the model's radius)",
     )
-    parser.add_argument("--device", default=None, help="torch device (default: the model's preferred; cpu for SevenNet)")
+    parser.add_argument("--device", default=None, help="torch device (default: the model's preferred; cpu for SevenNet, CHGNet and MACE)")
     if not extra:
         return
     parser.add_argument(
@@ -99,7 +100,7 @@ def add_model_options(parser: argparse.ArgumentParser, order_required: bool = Tr
     )
     parser.add_argument(
         "--dtype", choices=["float32", "float64"], default=None,
-        help="precision of a SevenNet model (default float64; float32 is faster, docs/sevennet.md); "
+        help="precision of a SevenNet, CHGNet or MACE model (default float64; float32 is faster, docs/universal.md); "
         "a metatomic model's is fixed at export",
     )
 
@@ -182,14 +183,18 @@ def dask_client(args):
 def check_model(model: str) -> None:
     """Refuse, before anything is loaded, a --model that is neither a file nor a known
     name, listing the names that would work. The one place that knows the names."""
+    from ..backends.chgnet import PRETRAINED as CHGNET, is_chgnet_model
     from ..backends.sevennet import PRETRAINED, is_sevennet_model
     from ..models import list_models
 
     names = list_models()
     if model == "default" or model in names or Path(model).exists() or is_sevennet_model(model):
         return
-    known = f"shipped models: {', '.join(names) or 'none'}; SevenNet models: {', '.join(sorted(PRETRAINED))}"
-    if model.endswith(".pt") or model.endswith(".pth") or "/" in model or "\\" in model:
+    if is_chgnet_model(model):
+        return
+    known = (f"shipped models: {', '.join(names) or 'none'}; SevenNet models: {', '.join(sorted(PRETRAINED))}; "
+             f"CHGNet models: chgnet, {', '.join(sorted(CHGNET))}")
+    if model.endswith((".pt", ".pth", ".model")) or "/" in model or "\\" in model:
         raise CommandError(f"model file '{model}' does not exist (and no known model has that name; {known})")
     raise CommandError(f"no model file or known model named '{model}'; {known}")
 

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     )
     curves.add_argument(
         "--model", action="append", default=None,
-        help="model: metatomic .pt file, a shipped model's name, or a SevenNet name such as sevennet-0 "
+        help="model: metatomic .pt file, a shipped model's name, or a SevenNet or CHGNet name such as sevennet-0, chgnet "
         "(repeat for several; default: the shipped default model)",
     )
     curves.add_argument(

@@ -67,11 +67,30 @@ def _cmd_models(args) -> int:
         print(f"{name}{mark}: {card.get('summary', '')}")
         print(f"    {resolve_model(name)}")
     _print_sevennet_models()
+    _print_chgnet_models()
     return 0
 
 
+def _print_chgnet_models() -> None:
+    """The pretrained CHGNet models the installed chgnet wheel holds (docs/universal.md)."""
+    from importlib.metadata import version
+
+    from ..backends.chgnet import PRETRAINED, installed_pretrained
+
+    found = installed_pretrained()
+    if found is None:
+        print(f"CHGNet models ({', '.join(PRETRAINED)}): not installed; pip install \"ase-bodyorder[chgnet]\"")
+        return
+    for name in PRETRAINED:
+        also = " (also chgnet)" if name == "chgnet-0.3.0" else ""
+        data = "r2SCAN (MP-r2SCAN)" if "r2scan" in name else "PBE/PBE+U (MPtrj)"
+        print(f"{name}{also}: CHGNet pretrained (chgnet {version('chgnet')}), universal, {data}; "
+              "float64 by default, --dtype float32 for its own precision")
+        print(f"    {found.get(name, 'not in this chgnet wheel')}")
+
+
 def _print_sevennet_models() -> None:
-    """The pretrained SevenNet models the installed sevenn wheel holds (docs/sevennet.md)."""
+    """The pretrained SevenNet models the installed sevenn wheel holds (docs/universal.md)."""
     from importlib.metadata import version
 
     from ..backends.sevennet import _ALIASES, PRETRAINED, installed_pretrained

@@ -1,5 +1,6 @@
-"""Dimer curves eps_2(r) of the SevenNet models beside the PBE references (PySCF) and,
-for H-H, the shipped hydrogen models: docs/figures/sevennet_dimers.png.
+"""Dimer curves eps_2(r) of the universal models (the SevenNet models and CHGNet 0.3.0)
+beside the PBE references (PySCF) and, for H-H, the shipped hydrogen models:
+docs/figures/universal_dimers.png (docs/universal.md).
 
 Usage: python docs/figures/make_sevennet_curves.py
 """
@@ -11,10 +12,10 @@ from pathlib import Path
 
 from ase_bodyorder.analysis import dimer_curve, plot_curves, reference_curve
 
-OUT = Path(__file__).resolve().parent / "sevennet_dimers.png"
-SEVENNET = ["sevennet-0", "sevennet-0-22may2024", "sevennet-l3i5"]
-PAIRS = {("C", "C"): SEVENNET, ("Si", "Si"): SEVENNET, ("C", "H"): SEVENNET, ("Si", "H"): SEVENNET,
-         ("H", "H"): SEVENNET + ["pet-h-fci", "soap-bpnn-h-fci"]}
+OUT = Path(__file__).resolve().parent / "universal_dimers.png"
+UNIVERSAL = ["sevennet-0", "sevennet-0-22may2024", "sevennet-l3i5", "chgnet"]
+PAIRS = {("C", "C"): UNIVERSAL, ("Si", "Si"): UNIVERSAL, ("C", "H"): UNIVERSAL, ("Si", "H"): UNIVERSAL,
+         ("H", "H"): UNIVERSAL + ["pet-h-fci", "soap-bpnn-h-fci"]}
 
 
 def main() -> None:
