@@ -145,8 +145,9 @@ def _batch_rows(module, frames: list, columns: _Columns | None):
 
     from .descriptors import block_rows
 
-    systems = systems_to_torch(frames, positions_requires_grad=True)
-    orders = module(systems, gradients=True)
+    with_forces = any(atoms.info["_forces"] is not None for atoms in frames)
+    systems = systems_to_torch(frames, positions_requires_grad=with_forces)
+    orders = module(systems, gradients=with_forces)
     if columns is None:
         columns = _Columns([int(block_rows(f)[0][1].shape[1]) for f in orders], module_species(module))
     sizes = [len(a) for a in frames]
@@ -159,6 +160,8 @@ def _batch_rows(module, frames: list, columns: _Columns | None):
             start = columns.start[order, center]
             span = slice(start, start + values.shape[1])
             np.add.at(energy[:, span], system.numpy(), values.detach().numpy())
+        if not with_forces:  # energies alone: no gradients at all (much faster at K = 4)
+            continue
         if native:
             _native_force_rows(features, columns, order, offsets, force)
         else:

@@ -1,5 +1,5 @@
 """Experiment 1 of the explicit-body-order issue, read out: the linear models of
-``hydrogen_fits.py`` (three makeups x K = 2, 3, 4) and SOAP-BPNN trained with and without
+``hydrogen_fits.py`` (three makeups x K = 2, 3, 4; "K = 4-e": fitted to energies alone) and SOAP-BPNN trained with and without
 dimers (``soap_bpnn_dimers.sh``), against FCI/STO-3G.
 
 - dimer curves of every model beside FCI's (as ``ase-bodyorder curves --reference fci``
@@ -31,16 +31,20 @@ FIGURE = ROOT / "docs" / "figures" / "linear_h.png"
 MAKEUPS = ("all", "no-dimers", "dimers")
 IMPLICIT = ("pet-h-fci", "mace-h-fci", "soap-bpnn-h-fci")
 DISTANCES = np.linspace(0.5, 4.5, 161)
+#: the fits of hydrogen_fits.py: K = 2, 3 on energies and forces, K = 4 on energies alone
+#: ("4-e", every makeup) and on energies and forces ("4", the whole pool: the shipped one)
+VARIANTS = ("2", "3", "4-e", "4")
+COLOURS = {"2": "tab:blue", "3": "tab:orange", "4-e": "tab:green", "4": "tab:red"}
 
 
 def models() -> dict[str, Path]:
     """label -> model file, of what exists."""
     found = {}
     for makeup in MAKEUPS:
-        for K in (2, 3, 4):
-            path = RUNS / "linear-h" / f"{makeup}-k{K}.pt"
+        for variant in VARIANTS:
+            path = RUNS / "linear-h" / f"{makeup}-k{variant}.pt"
             if path.exists():
-                found[f"linear {makeup} K={K}"] = path
+                found[f"linear {makeup} K={variant}"] = path
     for makeup in ("with", "without"):
         path = RUNS / "soap-bpnn-dimers" / makeup / "model.pt"
         if path.exists():
@@ -81,7 +85,7 @@ def main() -> None:
     from ase_bodyorder.fci import FCICalculator
 
     found = models()
-    missing = [f"linear {m} K={K}" for m in MAKEUPS for K in (2, 3, 4) if f"linear {m} K={K}" not in found]
+    missing = [f"linear {m} K={v}" for m in MAKEUPS for v in VARIANTS if f"linear {m} K={v}" not in found]
     if missing:
         print("not fitted yet (skipped):", ", ".join(missing))
     fci = dimer_curve(FCICalculator(), distances=DISTANCES, label="FCI/STO-3G", forces=False)
@@ -123,14 +127,13 @@ def figure(fci, curves: dict, comparison) -> None:
 
     fig = Figure(figsize=(15, 8), layout="constrained")
     axes = fig.subplots(2, 3)
-    colours = {2: "tab:blue", 3: "tab:orange", 4: "tab:green"}
     soap = {"all": "SOAP-BPNN with dimers", "no-dimers": "SOAP-BPNN without dimers"}
     for ax, makeup in zip(axes[0], MAKEUPS):
         ax.plot(fci.distance, fci.energy, "k--", lw=2, label="FCI/STO-3G")
-        for K in (2, 3, 4):
-            label = f"linear {makeup} K={K}"
+        for v in VARIANTS:
+            label = f"linear {makeup} K={v}"
             if label in curves:
-                ax.plot(curves[label].distance, curves[label].energy, color=colours[K], label=f"linear K = {K}")
+                ax.plot(curves[label].distance, curves[label].energy, color=COLOURS[v], label=f"linear K = {v}")
         if soap.get(makeup) in curves:
             c = curves[soap[makeup]]
             ax.plot(c.distance, c.energy, color="tab:purple", ls=":", lw=2, label=c.label)
@@ -145,11 +148,11 @@ def figure(fci, curves: dict, comparison) -> None:
         for group, marker in (("low", "o"), ("high", "s")):
             reference = comparison.reference[group].mean(axis=0)[1:]
             ax.plot(orders, reference, "k" + marker + "--", label=f"FCI ({group} density)")
-            for K in (2, 3, 4):
-                label = f"linear {makeup} K={K}"
+            for v in VARIANTS:
+                label = f"linear {makeup} K={v}"
                 if label in comparison.models:
-                    ax.plot(orders, comparison.models[label][group].mean(axis=0)[1:], marker=marker, color=colours[K],
-                            ls="-" if group == "high" else ":", label=f"K = {K} ({group})")
+                    ax.plot(orders, comparison.models[label][group].mean(axis=0)[1:], marker=marker, color=COLOURS[v],
+                            ls="-" if group == "high" else ":", label=f"K = {v} ({group})")
             if soap.get(makeup) in comparison.models:
                 ax.plot(orders, comparison.models[soap[makeup]][group].mean(axis=0)[1:], marker=marker,
                         color="tab:purple", ls="-" if group == "high" else ":", label=f"SOAP-BPNN ({group})")
