@@ -57,20 +57,15 @@ def well(curve) -> dict:
     return {"depth_eV": float(curve.energy[i]), "position_A": float(curve.distance[i])}
 
 
-def test_split_errors(path: Path) -> dict:
-    import ase.io
+def test_split_errors(path: Path, frames) -> dict:
+    """Per density: energy and force RMSEs of the plain model, with metatomic's own
+    calculator (training/model_card.py, as every shipped card)."""
+    import sys
 
-    from ase_bodyorder import BodyOrderCalculator
+    sys.path.insert(0, str(ROOT / "training"))
+    from model_card import errors
 
-    frames = ase.io.read(ROOT / "tests/data/fci_test_split.extxyz", ":")
-    calculator = BodyOrderCalculator(path, None)  # the plain model
-    out = {}
-    for density in ("low", "high"):
-        chosen = [a for a in frames if a.info["set"] == f"cluster_{density}"]
-        results = calculator.compute_many([a.copy() for a in chosen], forces=False)
-        de = [(r["energy"] - a.get_potential_energy()) / len(a) for r, a in zip(results, chosen)]
-        out[density] = {"structures": len(chosen), "energy_rmse_meV_per_atom": float(1000 * np.sqrt(np.mean(np.square(de))))}
-    return out
+    return errors(path, frames)
 
 
 def main() -> None:
@@ -91,6 +86,9 @@ def main() -> None:
     fci = dimer_curve(FCICalculator(), distances=DISTANCES, label="FCI/STO-3G", forces=False)
     curves = {label: dimer_curve(path, distances=DISTANCES, label=label, forces=False) for label, path in found.items()}
     clusters = shipped_clusters()
+    import ase.io
+
+    test = ase.io.read(ROOT / "tests/data/fci_test_split.extxyz", ":")
     comparison = compare_expansions(clusters, list(found.values()), "shipped", max_order=8, labels=list(found))
     summary = {
         "fci_well": well(fci),
@@ -102,7 +100,7 @@ def main() -> None:
             **{label: {g: v.mean(axis=0).tolist() for g, v in groups.items()}
                for label, groups in comparison.models.items()},
         },
-        "test_split_errors": {label: test_split_errors(path) for label, path in found.items()},
+        "test_split_errors": {label: test_split_errors(path, test) for label, path in found.items()},
         "exactness": exactness(clusters, {**{k: v for k, v in found.items() if k.startswith("linear all")},
                                           **{name: name for name in IMPLICIT}}, model_expansions),
     }
