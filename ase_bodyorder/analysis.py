@@ -81,10 +81,11 @@ def dimer_curve(
     clusters = [([a], np.zeros((1, 3))), ([b], np.zeros((1, 3)))]
     clusters += [([a, b], np.array([[0.0, 0.0, 0.0], [0.0, 0.0, d]])) for d in distances]
     batch = ClusterBatch.from_clusters(clusters)
+    forces = forces and backend.gives_forces  # an energies-only model still has a curve
     e, f = backend.evaluate(batch, forces=forces)
     # the force on the second atom along the bond (+z) is -dE/dr
     force = f[batch.ptr[2:-1] + 1, 2] if forces else None
-    return Curve("dimer", (a, b), distances, e[2:] - e[0] - e[1], label or model_label(model), force)
+    return Curve("dimer", (a, b), distances, e[2:] - e[0] - e[1], label or model_label(model, backend), force)
 
 
 def trimer_curve(model, species=("H", "H", "H"), distances=None, *, device=None, label=None) -> Curve:
@@ -103,7 +104,7 @@ def trimer_curve(model, species=("H", "H", "H"), distances=None, *, device=None,
     e = _energies(backend, clusters)
     singles, rest = e[:3], e[3:].reshape(len(distances), 4)
     eps3 = rest[:, 3] - rest[:, :3].sum(axis=1) + singles.sum()
-    return Curve("trimer", tuple(z), distances, eps3, label or model_label(model))
+    return Curve("trimer", tuple(z), distances, eps3, label or model_label(model, backend))
 
 
 def convergence(atoms: ase.Atoms, model, max_order: int, **kwargs) -> dict:

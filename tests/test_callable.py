@@ -173,6 +173,13 @@ def test_energies_only_refuses_forces_in_one_line():
     with pytest.raises(InputError, match=r"toy gives energies only \(forces=False\)") as error:
         atoms.get_forces()
     assert "\n" not in str(error.value)
+    # curves need no forces: an energies-only function has one, named as given
+    from ase_bodyorder.analysis import dimer_curve
+
+    curve = dimer_curve(backend, ("Si", "Si"), [2.0, 2.5, 3.0])
+    reference = dimer_curve(BatchedCallableBackend(toy_energies_forces, CUTOFF), ("Si", "Si"), [2.0, 2.5, 3.0])
+    assert curve.label == "toy" and curve.force is None
+    assert np.max(np.abs(curve.energy - reference.energy)) < 1e-12 and reference.force is not None
 
 
 def _bad(output):

@@ -129,6 +129,8 @@ def test_the_fit_command(tmp_path, fci_subset, capsys):
     assert max(abs(row["body_order_energies"][3]) for row in rows if row["n_atoms"] >= 4) < 1e-8
     # energies alone: no force rows, and the card says so
     assert main(["fit", str(fci_subset), "-K", "2", "-o", str(tmp_path / "e.pt"), "--energies-only", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "nan" not in out  # no force rows: shown as -
     card = json.loads((tmp_path / "e.json").read_text())
     assert card["fitted_to"] == "energies" and json.loads((tmp_path / "k3.json").read_text())["fitted_to"] == "energies and forces"
     assert np.isnan(card["errors"]["train"]["H"]["force_eV_per_A"])
@@ -144,6 +146,10 @@ def test_bad_settings_of_the_fit_are_refused_before_any_work(fci_subset, tmp_pat
     assert result.regularisation == 1e-6 and result.errors["validation"] == {}
     assert main(["fit", str(fci_subset), "-K", "2", "-o", str(tmp_path / "m.pt"), "--cutoff", "0"]) == 2
     assert "larger than the 0.5 A smoothing" in capsys.readouterr().err
+    assert main(["fit", str(fci_subset), "-K", "2", "-o", str(tmp_path / "m.pt"), "--validation", "0"]) == 2
+    assert "give --regularisation" in capsys.readouterr().err
+    assert main(["fit", str(fci_subset), "-K", "2", "-o", str(tmp_path / "m.pt"), "--validation", "1.5"]) == 2
+    assert "--validation must be a fraction in [0, 1)" in capsys.readouterr().err
 
 
 def test_a_fit_beyond_the_data_s_bodies_says_so(tmp_path):

@@ -237,8 +237,10 @@ def test_files_that_are_not_mace_models_are_refused(tmp_path, capsys):
     torch.save(torch.nn.Linear(2, 2), linear)
     exported = tmp_path / "exported.model"  # a metatomic export (TorchScript), misnamed
     exported.write_bytes((Path(__file__).resolve().parent.parent / "ase_bodyorder/models/mace-h-fci.pt").read_bytes())
+    linear_pt = tmp_path / "linear-k2.model"  # TorchScript whose classes (featomic's) are not loaded
+    linear_pt.write_bytes((Path(__file__).resolve().parent.parent / "ase_bodyorder/models/linear-h-fci-k2.pt").read_bytes())
     for path, message in ((text, "not a MACE model file"), (state, "holds a dict"), (linear, "holds a Linear"),
-                          (exported, "is not a MACE model file|is a TorchScript")):
+                          (exported, "is a TorchScript .compiled. model"), (linear_pt, "is a TorchScript .compiled. model")):
         with pytest.raises(InputError, match=message):
             MaceBackend(path)
     h2 = tmp_path / "h2.xyz"

@@ -76,6 +76,12 @@ def _load(path: Path):
             warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
             loaded = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # a text file, a truncated archive, a TorchScript file ...
+        import zipfile
+
+        if zipfile.is_zipfile(path) and any(n.split("/")[1:2] == ["code"] for n in zipfile.ZipFile(path).namelist()):
+            # a TorchScript archive whose classes are not loaded (a metatomic model renamed)
+            raise InputError(f"'{path}' is a TorchScript (compiled) model, not a native MACE .model file: a "
+                             "metatomic model keeps its .pt name; for MACE give the mace-torch .model") from None
         reason = (str(error).strip().splitlines() or [""])[0][:160]
         raise InputError(f"'{path}' is not a MACE model file: torch.load failed ({type(error).__name__}: "
                          f"{reason})") from None

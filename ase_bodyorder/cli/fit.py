@@ -47,6 +47,10 @@ def _cmd_fit(args) -> int:
         raise CommandError(f"--body-order must be 2, 3 or 4, got {args.body_order}")
     if output.exists() and not args.overwrite:
         raise CommandError(f"'{output}' exists: pass --overwrite to replace it")
+    if not 0 <= args.validation < 1:
+        raise CommandError(f"--validation must be a fraction in [0, 1), got {args.validation}")
+    if args.validation == 0 and args.regularisation is None:
+        raise CommandError("with --validation 0 the regularisation cannot be chosen: give --regularisation")
     if output.suffix != ".pt":
         raise CommandError(f"the model file '{output}' must end in .pt")
     result = fit_linear_model(
@@ -58,6 +62,8 @@ def _cmd_fit(args) -> int:
     print(f"{'split':<11}{'species':<9}{'structures':>11}{'energy (meV/atom)':>19}{'force (eV/A)':>14}")
     for split, mixes in result.errors.items():
         for mix, row in mixes.items():
-            print(f"{split:<11}{mix:<9}{row['structures']:>11}{row['energy_meV_per_atom']:>19.3f}{row['force_eV_per_A']:>14.4f}")
+            force = row["force_eV_per_A"]  # nan: no force rows (--energies-only, or data without forces)
+            force = f"{force:>14.4f}" if force == force else f"{'-':>14}"
+            print(f"{split:<11}{mix:<9}{row['structures']:>11}{row['energy_meV_per_atom']:>19.3f}{force}")
     print(f"model written to '{output}' (card: '{output.with_suffix('.json')}')", file=sys.stderr)
     return 0
