@@ -162,3 +162,5 @@ def test_a_fit_beyond_the_data_s_bodies_says_so(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", BodyOrderWarning)
         fit_linear_model(dimers, 2, None)
+    with pytest.warns(BodyOrderWarning, match="training data given more than once"):
+        fit_linear_model([dimers, dimers], 2, None)

@@ -76,6 +76,11 @@ def read_training_data(paths) -> list:
     import ase.io
 
     frames = []
+    resolved = [Path(p).resolve() for p in paths]
+    repeated = sorted({str(p) for p in resolved if resolved.count(p) > 1})
+    if repeated:  # its structures would fall on both sides of the validation split
+        warnings.warn(f"training data given more than once: {', '.join(repeated)}: its structures count twice "
+                      "and the validation errors come out too low", BodyOrderWarning, stacklevel=3)
     for path in paths:
         if not Path(path).is_file():
             raise InputError(f"training data '{path}' does not exist")
