@@ -50,6 +50,10 @@ def summarise(path: str | os.PathLike) -> str:
     for key in ("model", "model_sha256", "dtype", "max_order", "cutoff", "ensemble", "temperature_K", "timestep_fs", "package_version"):
         if key in meta:
             lines.append(f"{key + ':':<17}{shown.get((key, meta[key]), meta[key])}")
+    # what a backend adds to say which model exactly (its file, its package's version)
+    for key in sorted(k for k in meta if k == "model_file" or (k.endswith("_version") and k != "package_version")):
+        if meta[key] not in ("", None):
+            lines.append(f"{key + ':':<17}{meta[key]}")
     obs = data.observables
     if "body_order_energies" in obs and len(obs["body_order_energies"]["value"]):
         dE = bead_average(obs["body_order_energies"]["value"])

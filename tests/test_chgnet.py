@@ -189,6 +189,13 @@ def test_command_line_decompose(tmp_path, capsys):
     atoms.calc = BodyOrderCalculator("chgnet", 2)
     assert abs(float(row[4]) - atoms.get_potential_energy()) < 1e-5  # E^(2), printed to 1e-6 eV
     assert "CHGNet v" not in out  # CHGNet's own prints stay out of the results
+    # a log of a CHGNet run says which checkpoint and which chgnet ran it
+    log = tmp_path / "si4.h5"
+    assert main(["md", str(path), "--model", "chgnet", "-K", "2", "--steps", "2", "--log", str(log), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "chgnet_version:" in out and "model_file:" in out and ".pth.tar" in out
 
 
 def test_missing_chgnet_is_a_one_line_error_on_the_command_line(tmp_path, monkeypatch, capsys):
