@@ -196,6 +196,9 @@ def _bad(output):
     (lambda m, p: (np.full(m, np.nan), np.zeros((p, 3))), True, "non-finite energy"),
     (lambda m, p: (np.zeros(m), np.zeros((p, 3))), False, "with forces=False the function returns the energies alone"),
     (lambda m, p: ["a"] * m, False, "energies that are not numbers"),
+    (lambda m, p: None, False, "returned None: expected one energy per cluster"),
+    (lambda m, p: (np.zeros(m), np.vstack([np.zeros((p - 1, 3)), [[np.nan, 0, 0]]])), True,
+     r"non-finite forces for cluster \d+ of \d+"),
 ])
 def test_wrong_returns_are_refused_by_name(output, forces, message):
     atoms = _finite()

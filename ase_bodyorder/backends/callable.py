@@ -147,12 +147,18 @@ class BatchedCallableBackend(Backend):
 
 def _what(value) -> str:
     """A short description of a returned value, for error messages."""
+    kind = type(value).__name__
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
     shape = getattr(value, "shape", None)
     if shape is not None:
-        return f"a {type(value).__name__} of shape {tuple(shape)}"
+        return f"{article} {kind} of shape {tuple(shape)}"
     if isinstance(value, (tuple, list)):
-        return f"a {type(value).__name__} of {len(value)} items"
-    return f"a {type(value).__name__}"
+        return f"{article} {kind} of {len(value)} items"
+    return f"{article} {kind}"
+
+
+def _clusters(count: int) -> str:
+    return f"{count} cluster" + ("" if count == 1 else "s")
 
 
 def _energies(value, count: int, name: str, energies_only: bool = False) -> np.ndarray:
@@ -161,9 +167,11 @@ def _energies(value, count: int, name: str, energies_only: bool = False) -> np.n
         energies = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError, RuntimeError) as error:
         raise InputError(f"{name} returned energies that are not numbers ({_what(value)}: {error}){hint}") from None
+    if value is None:
+        raise InputError(f"{name} returned None: expected one energy per cluster, shape ({count},){hint}")
     if energies.shape != (count,):
         raise InputError(
-            f"{name} returned energies of shape {energies.shape} for {count} clusters: "
+            f"{name} returned energies of shape {energies.shape} for {_clusters(count)}: "
             f"expected one energy per cluster, shape ({count},){hint}"
         )
     bad = np.flatnonzero(~np.isfinite(energies))
@@ -180,7 +188,7 @@ def _forces(value, sizes: np.ndarray, name: str) -> np.ndarray:
             if len(value) != len(sizes):
                 raise InputError(
                     f"{name} returned a {type(value).__name__} of {len(value)} force arrays for "
-                    f"{len(sizes)} clusters: expected one (n_atoms, 3) array per cluster, or one "
+                    f"{_clusters(len(sizes))}: expected one (n_atoms, 3) array per cluster, or one "
                     f"array of shape ({total}, 3)"
                 )
             parts = [np.asarray(f, dtype=np.float64) for f in value]
@@ -195,7 +203,7 @@ def _forces(value, sizes: np.ndarray, name: str) -> np.ndarray:
             forces = np.asarray(value, dtype=np.float64)
             if forces.shape != (total, 3):
                 raise InputError(
-                    f"{name} returned forces of shape {forces.shape} for {len(sizes)} clusters of "
+                    f"{name} returned forces of shape {forces.shape} for {_clusters(len(sizes))} of "
                     f"{total} atoms in all: expected ({total}, 3), or a list of one (n_atoms, 3) "
                     "array per cluster"
                 )
@@ -203,6 +211,8 @@ def _forces(value, sizes: np.ndarray, name: str) -> np.ndarray:
         if isinstance(error, InputError):
             raise
         raise InputError(f"{name} returned forces that are not numbers ({_what(value)}: {error})") from None
-    if not np.all(np.isfinite(forces)):
-        raise InputError(f"{name} returned non-finite forces")
+    bad = np.flatnonzero(~np.isfinite(forces).all(axis=1))
+    if bad.size:
+        cluster = int(np.searchsorted(np.cumsum(sizes), bad[0], side="right"))
+        raise InputError(f"{name} returned non-finite forces for cluster {cluster} of {len(sizes)}")
     return forces
