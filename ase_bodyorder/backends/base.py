@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["Backend", "ClusterBatch", "file_sha256"]
+__all__ = ["Backend", "ClusterBatch", "file_sha256", "torch_device"]
 
 
 @dataclass
@@ -151,3 +151,17 @@ def file_sha256(path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def torch_device(device: str | None):
+    """The torch device asked for (default cpu), refused in one line when this machine
+    has none of that kind (torch is imported only here, when a backend needs it)."""
+    import torch
+
+    try:
+        chosen = torch.device(device or "cpu")
+    except RuntimeError as error:
+        raise InputError(f"device {device!r}: {error}") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: no CUDA device is available on this machine")
+    return chosen

@@ -39,7 +39,7 @@ import ase
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError
-from .base import Backend, ClusterBatch, file_sha256
+from .base import Backend, ClusterBatch, file_sha256, torch_device
 
 __all__ = ["PRETRAINED", "ChgnetBackend", "installed_pretrained", "is_chgnet_model"]
 
@@ -122,7 +122,6 @@ class ChgnetBackend(Backend):
     def __init__(self, model="chgnet-0.3.0", *, dtype: str = "float64", device: str | None = None):
         import torch
 
-        from .sevennet import _device
 
         if dtype not in ("float32", "float64"):
             raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -133,7 +132,7 @@ class ChgnetBackend(Backend):
             )
         self.display_name = self.name
         self.dtype = dtype
-        self.device = _device(device)
+        self.device = torch_device(device)
         self._torch_dtype = torch.float64 if dtype == "float64" else torch.float32
         self.model = self.model.to(self.device, self._torch_dtype).eval()
         # its composition model counts elements in float32 whatever the weights' dtype

@@ -27,7 +27,7 @@ import ase
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError
-from .base import Backend, ClusterBatch, file_sha256
+from .base import Backend, ClusterBatch, file_sha256, torch_device
 
 __all__ = ["MaceBackend", "is_mace_model"]
 
@@ -125,7 +125,7 @@ class MaceBackend(Backend):
 
         if dtype not in ("float32", "float64"):
             raise InputError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-        self.device = _device(device)
+        self.device = torch_device(device)
         if isinstance(model, (str, os.PathLike)):
             self.path: Path | None = Path(model)
             self.name = str(model)
@@ -249,16 +249,3 @@ def _choose_head(heads: list[str], head: str | None, name: str) -> str:
         raise InputError(f"{name} has several heads ({heads}) and none named 'default': choose one")
     return default[0]
 
-
-def _device(device: str | None):
-    """The torch device asked for (default cpu), refused in one line when this machine
-    has none of that kind."""
-    import torch
-
-    try:
-        chosen = torch.device(device or "cpu")
-    except RuntimeError as error:
-        raise InputError(f"device {device!r}: {error}") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: no CUDA device is available on this machine")
-    return chosen

@@ -27,7 +27,7 @@ import ase
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError  # noqa: F401 (re-exported)
-from .base import Backend, ClusterBatch, file_sha256
+from .base import Backend, ClusterBatch, file_sha256, torch_device
 
 __all__ = ["MissingDependencyError", "PRETRAINED", "SevenNetBackend", "installed_pretrained", "is_sevennet_model"]
 
@@ -131,7 +131,7 @@ class SevenNetBackend(Backend):
         self.display_name = self.name
         self.path = path
         self.dtype = dtype
-        self.device = _device(device)
+        self.device = torch_device(device)
         self._torch_dtype = torch.float64 if dtype == "float64" else torch.float32
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no tensor-product accelerator": fine on CPU
@@ -287,16 +287,3 @@ def _rebuilt_in_float64(checkpoint, model32):
         onehot.register_forward_hook(cast)
     return model
 
-
-def _device(device: str | None):
-    """The torch device asked for (default cpu), refused in one line when this machine
-    has none of that kind."""
-    import torch
-
-    try:
-        chosen = torch.device(device or "cpu")
-    except RuntimeError as error:
-        raise InputError(f"device {device!r}: {error}") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: no CUDA device is available on this machine")
-    return chosen
