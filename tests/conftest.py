@@ -72,6 +72,21 @@ def subset_energies(potential, atoms: ase.Atoms, bodies: list[list[int]]):
     return table
 
 
+def strain_derivative(atoms: ase.Atoms, calculator, a: int, b: int, step: float = 1e-5) -> float:
+    """The stress component (a, b) as a central finite difference of the energy under a
+    symmetric strain, per volume (eV/A^3), with ``calculator`` on the strained copies."""
+    energies = []
+    for sign in (1, -1):
+        strain = np.eye(3)
+        strain[a, b] += sign * step / 2
+        strain[b, a] += sign * step / 2
+        strained = atoms.copy()
+        strained.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+        strained.calc = calculator
+        energies.append(strained.get_potential_energy())
+    return (energies[0] - energies[1]) / (2 * step) / atoms.get_volume()
+
+
 def inclusion_exclusion(values: dict[tuple, object], order: int):
     """sum over subsets S with |S| <= order of eps(S), eps(S) = sum over T subset of S of
     (-1)^(|S|-|T|) values[T]: the definition, with no coefficient formula.
